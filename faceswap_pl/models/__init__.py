@@ -1,0 +1,1 @@
+"""Pure torch modules (no Lightning, MLflow or Optuna inside): exportable networks and frozen adapters."""

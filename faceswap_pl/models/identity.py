@@ -1,0 +1,71 @@
+"""Identity encoders behind one interface, in one registry.
+
+Every encoder takes aligned face crops — (N, 3, S, S) RGB in [-1, 1] on the ArcFace template scaled
+to S — and returns (N, D) L2-normalised embeddings. Each converts internally (resize to its own
+input size, channel order, value range), differentiably, so a 256-px generator output feeds it
+directly. Pretrained encoders are frozen (:class:`~faceswap_pl.models.frozen.FrozenModule`).
+
+Names:
+    ``sface``                  OpenCV zoo SFace, 128-d (zoo; the offline default for the identity loss)
+    ``facenet``                FaceNet Inception-ResNet-v1, 128-d (zoo; the evaluation recognizer)
+    ``arcface_iresnet50``      arcface_torch iresnet50, 512-d, from a user ``backbone.pth``
+    ``arcface_iresnet100``     arcface_torch iresnet100, 512-d, from a user ``backbone.pth`` (GHOST's)
+    ``onnx:<path>``            an insightface ONNX recognizer (``w600k_r50.onnx``, ``glintr100.onnx``)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from faceswap_pl.errors import UnknownNameError
+from faceswap_pl.models.frozen import FrozenModule
+
+
+class IdentityEncoder(FrozenModule):
+    """Interface: ``forward(x: (N, 3, S, S) in [-1, 1]) -> (N, embedding_dim)`` unit vectors."""
+
+    embedding_dim: int = 0
+    input_size: int = 112
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Raw (unnormalised) embedding of already-converted input; subclasses implement."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embed(x), dim=-1)
+
+
+_FACTORIES: dict[str, Callable[..., IdentityEncoder]] = {}
+
+
+def register_identity(name: str):
+    """Decorator registering a factory ``(**kwargs) -> IdentityEncoder`` under ``name``."""
+
+    def wrap(factory):
+        _FACTORIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def _load_factories() -> None:
+    # importing the implementation modules registers them; kept lazy so importing this file is cheap
+    from faceswap_pl.models import arcface, facenet, onnx_encoder, sface  # noqa: F401
+
+
+def identity_names() -> list[str]:
+    _load_factories()
+    return sorted(_FACTORIES) + ["onnx:<path>"]
+
+
+def create_identity_encoder(name: str, **kwargs) -> IdentityEncoder:
+    """Build a frozen identity encoder by registry name (see the module docstring)."""
+    _load_factories()
+    if name.startswith("onnx:"):
+        return _FACTORIES["onnx"](path=name[len("onnx:"):], **kwargs)
+    if name not in _FACTORIES or name == "onnx":
+        raise UnknownNameError(f"Unknown identity encoder '{name}'; valid names: {', '.join(identity_names())}.")
+    return _FACTORIES[name](**kwargs)
