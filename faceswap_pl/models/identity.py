@@ -25,14 +25,26 @@ from faceswap_pl.models.frozen import FrozenModule
 
 
 class IdentityEncoder(FrozenModule):
-    """Interface: ``forward(x: (N, 3, S, S) in [-1, 1]) -> (N, embedding_dim)`` unit vectors."""
+    """Interface: ``forward(x: (N, 3, S, S) in [-1, 1]) -> (N, embedding_dim)`` unit vectors.
+
+    Subclasses implement two steps: :meth:`preprocess` (aligned crop -> the network's own input:
+    size, value range, channel order, framing) and :meth:`network` (that input -> raw features).
+    """
 
     embedding_dim: int = 0
     input_size: int = 112
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        """Raw (unnormalised) embedding of already-converted input; subclasses implement."""
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """(N, 3, S, S) RGB [-1, 1] aligned crops -> the network's input, differentiably."""
         raise NotImplementedError
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """The network's input -> (N, embedding_dim) raw (unnormalised) features."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) RGB [-1, 1] aligned crops -> (N, embedding_dim) raw features."""
+        return self.network(self.preprocess(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed(x), dim=-1)
