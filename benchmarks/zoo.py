@@ -21,8 +21,6 @@ import numpy as np
 
 def _build(name: str):
     """(module, input size, differentiable?) for one benchmark row."""
-    import torch
-
     from faceswap_pl.models.identity import create_identity_encoder
     from faceswap_pl.models.landmarks import create_landmark_model
 
@@ -31,14 +29,13 @@ def _build(name: str):
     if name in ("mediapipe_mesh", "mediapipe_iris"):
         return create_landmark_model(name), 256, True
     if name.startswith("arcface_iresnet"):
-        from faceswap_pl.models.arcface import ArcFaceEncoder, build_iresnet
+        from faceswap_pl.models.arcface import ArcFaceEncoder, iresnet
 
-        depth = int(name.removeprefix("arcface_iresnet"))
-        return ArcFaceEncoder(build_iresnet(depth)).freeze(), 256, True
+        return ArcFaceEncoder(iresnet(name.removeprefix("arcface_"))), 256, True
     if name == "awing_fan":
         from faceswap_pl.models.awing import AWingLandmarks, FAN
 
-        return AWingLandmarks(FAN()).freeze(), 256, True
+        return AWingLandmarks(FAN()), 256, True
     if name == "realesrgan_x4plus":
         from faceswap_pl.models.restoration import create_restoration
 

@@ -20,7 +20,7 @@ from faceswap_pl.models.aei_net import AEINet, GhostGeneratorLayout
 from faceswap_pl.models.attributes import attribute_encoder_names, create_attribute_encoder
 from faceswap_pl.models.sizing import IMAGE_SIZES, InputShapeError, ModelOptionError
 
-GHOST_KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ghost_state_dict_keys.json"
+GHOST_KEYS = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 BACKBONES = [n for n in attribute_encoder_names() if not n.startswith("timm:")] + ["timm:resnet18"]
 GHOST_GENERATORS = [f"{b}_{n}" for b in ("unet", "linknet", "resnet") for n in (1, 2, 3)]
 TINY = dict(image_size=64, width=0.125)

@@ -21,7 +21,7 @@ from faceswap_pl.models import identity
 from faceswap_pl.models.arcface import IRESNET_LAYERS, ArcFaceEncoder, arcface_iresnet50, arcface_iresnet100, iresnet
 from faceswap_pl.models.checkpoint import CheckpointNotFoundError, UnsafeCheckpointError
 
-REFERENCE = Path("/work/shared/reference/ghost_state_dict_keys.json")
+REFERENCE = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 
 
 @pytest.fixture(scope="module")

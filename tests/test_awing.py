@@ -20,7 +20,7 @@ from faceswap_pl.models import landmarks
 from faceswap_pl.models.awing import FAN, AddCoords, AWingLandmarks, awing_fan, soft_argmax_2d
 from faceswap_pl.models.checkpoint import UnsafeCheckpointError
 
-REFERENCE = Path("/work/shared/reference/ghost_state_dict_keys.json")
+REFERENCE = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 
 
 @pytest.fixture(scope="module")

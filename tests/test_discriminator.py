@@ -13,7 +13,7 @@ from faceswap_pl.errors import CheckpointMismatchError
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
 from faceswap_pl.models.sizing import InputShapeError, ModelOptionError
 
-GHOST_KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ghost_state_dict_keys.json"
+GHOST_KEYS = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 TINY = dict(ndf=8, n_layers=3, num_scales=3)
 
 

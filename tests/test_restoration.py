@@ -52,19 +52,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10.0 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run this module's torch work on one thread, restoring the setting afterwards.
-
-    On the shared 2-core machine, 2-thread OpenMP stalls at every barrier when the other core is busy
-    (a tiny RRDBNet step took 4.7 s instead of 0.03 s); the big convolutions lose little on one thread.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     need(NAME)

@@ -2,7 +2,7 @@
 
 The network is written so that its state-dict keys and shapes equal those of arcface_torch's
 ``iresnet50`` / ``iresnet100`` (the latter is the ``backbone.pth`` GHOST uses for its identity loss;
-see ``shared/reference/ghost_state_dict_keys.json``, entry ``iresnet100``).
+see ``tests/data/ghost_state_dict_keys.json``, entry ``iresnet100``).
 
 Network input: (N, 3, 112, 112) RGB normalised as arcface_torch trains and evaluates,
 ``(pixel / 255 - 0.5) / 0.5``, i.e. [-1, 1] — which is already the project's image convention, so the

@@ -1,7 +1,7 @@
 """AdaptiveWing FAN (4 stacked hourglasses, 98 WFLW points + 1 boundary map) from a user ``WFLW_4HG.pth``.
 
 The network follows the layout of the AdaptiveWingLoss repository's ``FAN(4, ..., 98)`` so that its
-state-dict keys and shapes equal ``shared/reference/ghost_state_dict_keys.json`` (entry ``FAN_4_98``):
+state-dict keys and shapes equal ``tests/data/ghost_state_dict_keys.json`` (entry ``FAN_4_98``):
 a CoordConv stem at 256 px, three ConvBlocks down to 64 px, then four hourglasses (depth 4), each
 followed by heads that predict 99 heatmaps (98 landmarks + the facial-boundary map) at 64x64. From the
 second stack on, the CoordConv in front of each hourglass also sees where the previous stack's
