@@ -82,6 +82,31 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_lightning(argv: list[str] | None) -> int:
+    """`faceswap-pl fit|validate|test|predict ...`: LightningCLI over FaceSwapModule and any DataModule."""
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    import faceswap_pl.strategy  # noqa: F401 - registers strategy "gan_ddp"
+    from faceswap_pl.callbacks.config_log import LogConfigCallback
+    from faceswap_pl.module import FaceSwapModule
+
+    LightningCLI(
+        FaceSwapModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,
+        args=argv,
+        parser_kwargs={"prog": "faceswap-pl", "parser_mode": "omegaconf"},
+        save_config_callback=LogConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceswap-pl",
@@ -89,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for name, text in (("fit", "train (LightningCLI; `faceswap-pl fit --help` for every option)"),
+                       ("validate", "run validation on a checkpoint"), ("test", "run the test loop on a checkpoint"),
+                       ("predict", "run prediction on a checkpoint")):
+        sub.add_parser(name, help=text, add_help=False)
 
     models = sub.add_parser("models", help="list and fetch the pretrained face networks (the zoo)")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
@@ -106,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    explicit = argv is not None
+    argv = list(argv) if explicit else sys.argv[1:]
     try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            # LightningCLI reads sys.argv itself unless it is called from Python with arguments
+            return run_lightning(argv if explicit else None)
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except FaceSwapError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -253,6 +253,10 @@ class AWingLandmarks(LandmarkModel):
         check_image_batch(x, type(self).__name__)
         return self.fan(to_unit_range(resize_aligned(x, INPUT_SIZE)))[-1][:, :NUM_LANDMARKS]
 
+    def eye_features(self, x: torch.Tensor) -> torch.Tensor:
+        """GHOST's eye-loss input: last-stack heatmaps of the two pupils (96, 97), (N, 2, 64, 64)."""
+        return self.heatmaps(x)[:, list(self.eye_indices)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) in [-1, 1] -> (N, 98, 2) in [0, 1]. Differentiable w.r.t. ``x``."""
         return soft_argmax_2d(self.heatmaps(x), self.beta)

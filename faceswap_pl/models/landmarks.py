@@ -33,6 +33,10 @@ class LandmarkModel(FrozenModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def eye_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the eye loss compares: by default the ``eye_indices`` points, (N, E, 2) in [0, 1]."""
+        return self(x)[:, list(self.eye_indices)]
+
 
 _FACTORIES: dict[str, Callable[..., LandmarkModel]] = {}
 

@@ -1,0 +1,1 @@
+"""Training callbacks: configuration logging, replica checks (evaluation and sample grids join later)."""

@@ -1,0 +1,29 @@
+"""Save the resolved run configuration where the run's logger keeps its artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.cli import SaveConfigCallback
+
+
+class LogConfigCallback(SaveConfigCallback):
+    """LightningCLI's config saver that also works with MLflow.
+
+    With an MLflow logger the resolved YAML becomes the run artifact ``config.yaml``; with a logger
+    that has a log directory (CSV, TensorBoard) it is written there as ``config.yaml``; otherwise to
+    ``trainer.default_root_dir``. Only rank 0 writes.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        logger = trainer.logger
+        if logger is not None and type(logger).__name__ == "MLFlowLogger":
+            logger.experiment.log_text(logger.run_id, text, "config.yaml")
+        else:
+            folder = Path(trainer.log_dir or trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / self.config_filename).write_text(text)
+        self.already_saved = True

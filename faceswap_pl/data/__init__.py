@@ -1,0 +1,1 @@
+"""Data: shard schema, streaming reader, pairing, augmentation and DataModules."""

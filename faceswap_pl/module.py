@@ -1,0 +1,321 @@
+"""FaceSwapModule: GHOST training of AEI-Net against a multi-scale discriminator, manual optimisation.
+
+One training step is one *iteration*: a generator step, then a discriminator step on the detached
+swap (GHOST's order, so the generator's graph is freed before the discriminator runs). Lightning's
+``trainer.global_step`` counts optimizer steps (two per iteration, one when the discriminator step is
+skipped), so everything here counts iterations instead: ``module.iteration`` (saved in checkpoints),
+the scheduler, ``max_iterations`` and the x-axis of logged metrics (Lightning logs per batch).
+
+Frozen networks (identity encoder, eye landmark model) are rebuilt from the zoo and never stored in
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceswap_pl import losses
+from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.models.aei_net import AEINet
+from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+
+
+class TrainingDivergedError(FaceSwapError):
+    """Too many non-finite losses in a row."""
+
+
+class FaceSwapModule(L.LightningModule):
+    """GHOST / FaceShifter training.
+
+    Args:
+        backbone: attribute encoder (``unet``, ``linknet``, ``resnet`` or ``timm:<name>``).
+        num_aad_blocks: AAD steps per residual block (GHOST: 1, 2 or 3).
+        image_size: crop size S (64, 128, 256 or 512).
+        width: channel multiplier of generator and attribute encoder (1.0 = GHOST).
+        identity_encoder: identity network for the loss (``sface``, ``arcface_iresnet100``, ``onnx:<path>``...).
+        identity_weights: weights file for encoders users bring (ArcFace ``backbone.pth``).
+        eye_model: landmark model for the eye loss (``mediapipe_iris``, ``awing_fan``); built only if ``w_eye > 0``.
+        eye_weights: weights file for ``awing_fan`` (``WFLW_4HG.pth``).
+        d_ndf, d_layers, d_scales, d_norm: discriminator width, depth, number of scales, normalisation.
+        w_adv, w_id, w_att, w_rec, w_eye: loss weights (GHOST: 1, 20 (15 in stage 1), 10, 10, 0 / ~800).
+        real_images: which images the discriminator sees as real: ``source`` (GHOST) or ``target``.
+        lr_g, lr_d, betas, weight_decay: Adam settings (GHOST: 4e-4, (0, 0.999), 1e-4).
+        lr_step_iterations, lr_gamma: optional step decay every N iterations (GHOST: 5000, 0.2).
+        grad_clip: max gradient norm (applied after unscaling), None for no clipping.
+        d_skip_threshold: GHOST's rule: skip the discriminator step while the running mean of the
+            generator's adversarial loss is >= this (GHOST: 4.0); None disables it.
+        d_skip_momentum: momentum of that running mean (GHOST: 0.98); it persists across epochs.
+        ema_decay: keep an exponential moving average of the generator (e.g. 0.999); None disables it.
+        max_nonfinite: stop with a clear error after this many non-finite iterations in a row.
+        max_iterations: stop after this many iterations (None: let the Trainer decide).
+        channels_last: run G and D in channels-last memory layout.
+    """
+
+    ddp_submodules = ("generator", "discriminator")
+
+    def __init__(
+        self,
+        backbone: str = "unet",
+        num_aad_blocks: int = 2,
+        image_size: int = 256,
+        width: float = 1.0,
+        identity_encoder: str = "sface",
+        identity_weights: str | None = None,
+        eye_model: str | None = "mediapipe_iris",
+        eye_weights: str | None = None,
+        d_ndf: int = 64,
+        d_layers: int = 5,
+        d_scales: int = 3,
+        d_norm: str = "instance",
+        w_adv: float = 1.0,
+        w_id: float = 20.0,
+        w_att: float = 10.0,
+        w_rec: float = 10.0,
+        w_eye: float = 0.0,
+        real_images: Literal["source", "target"] = "source",
+        lr_g: float = 4e-4,
+        lr_d: float = 4e-4,
+        betas: tuple[float, float] = (0.0, 0.999),
+        weight_decay: float = 1e-4,
+        lr_step_iterations: int | None = None,
+        lr_gamma: float = 0.2,
+        grad_clip: float | None = None,
+        d_skip_threshold: float | None = None,
+        d_skip_momentum: float = 0.98,
+        ema_decay: float | None = None,
+        max_nonfinite: int = 10,
+        max_iterations: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        _check_options(self.hparams)
+        self._frozen: dict[str, nn.Module] = {}
+        id_dim = self.identity.embedding_dim
+        self.generator = AEINet(backbone, num_aad_blocks=num_aad_blocks, image_size=image_size, width=width,
+                                id_dim=id_dim)
+        self.discriminator = MultiscaleDiscriminator(ndf=d_ndf, n_layers=d_layers, num_scales=d_scales, norm=d_norm)
+        self.generator_ema = _ema_copy(self.generator) if ema_decay is not None else None
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.register_buffer("adv_running_mean", torch.zeros(()))
+        self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
+        self._nonfinite_streak = 0
+        if channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+
+    # ---- frozen networks: built on first use, moved with the module, never saved ----
+
+    @property
+    def identity(self) -> nn.Module:
+        if "identity" not in self._frozen:
+            from faceswap_pl.models.identity import create_identity_encoder
+
+            kwargs = {"weights": self.hparams.identity_weights} if self.hparams.identity_weights else {}
+            self._frozen["identity"] = create_identity_encoder(self.hparams.identity_encoder, **kwargs).to(self._device_hint())
+        return self._frozen["identity"]
+
+    @property
+    def eye(self) -> nn.Module:
+        if "eye" not in self._frozen:
+            from faceswap_pl.models.landmarks import create_landmark_model
+
+            kwargs = {"weights": self.hparams.eye_weights} if self.hparams.eye_weights else {}
+            self._frozen["eye"] = create_landmark_model(self.hparams.eye_model, **kwargs).to(self._device_hint())
+        return self._frozen["eye"]
+
+    def _device_hint(self) -> torch.device:
+        buffer = getattr(self, "iteration", None)
+        return buffer.device if buffer is not None else torch.device("cpu")
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for net in self._frozen.values():
+            net._apply(fn, *args, **kwargs)
+        return self
+
+    # ---- the networks as the step uses them (DDP-wrapped under strategy gan_ddp) ----
+
+    def ddp_wrapped(self, name: str) -> nn.Module:
+        return getattr(self, "_ddp_wrappers", {}).get(name, getattr(self, name))
+
+    def forward(self, target: torch.Tensor, source_embedding: torch.Tensor) -> torch.Tensor:
+        """Swap: (N, 3, S, S) targets in [-1, 1] and (N, id_dim) unit source embeddings -> (N, 3, S, S)."""
+        generator = self.generator_ema if self.generator_ema is not None else self.generator
+        return generator(target, source_embedding)[0]
+
+    def source_embedding(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's precomputed ``source_embedding`` (normalised) or the identity encoder's."""
+        if batch.get("source_embedding") is not None:
+            return F.normalize(batch["source_embedding"].float(), dim=-1)
+        with torch.no_grad():
+            return self.identity(batch["source"]).float()
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    # ---- training ----
+
+    def generator_losses(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
+                         source_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every generator loss term (unweighted) for one batch; the eye term only when it is weighted."""
+        hp = self.hparams
+        terms = {
+            "adv": losses.hinge_g_loss(self.discriminator(swap)),
+            "id": losses.identity_loss(source_embedding, self.identity(swap)),
+            "att": losses.attribute_loss(target_attributes, self.generator.get_attr(swap)),
+            "rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"]),
+        }
+        if hp.w_eye > 0:
+            with torch.no_grad():
+                target_eyes = self.eye.eye_features(batch["target"])
+            terms["eye"] = losses.eye_loss(self.eye.eye_features(swap), target_eyes)
+        return terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()
+        target = self._layout(batch["target"])
+        source_embedding = self.source_embedding(batch)
+
+        with self.toggled_optimizer(opt_g):
+            swap, target_attributes = self.ddp_wrapped("generator")(target, source_embedding)
+            terms = self.generator_losses(batch, swap, target_attributes, source_embedding)
+            weights = {"adv": hp.w_adv, "id": hp.w_id, "att": hp.w_att, "rec": hp.w_rec, "eye": hp.w_eye}
+            loss_g = sum(weights[name] * value for name, value in terms.items())
+            self.manual_backward(loss_g)
+            g_finite = self._all_finite(loss_g)
+            if g_finite:
+                opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+        if g_finite and self.generator_ema is not None:
+            _ema_update(self.generator_ema, self.generator, hp.ema_decay)
+
+        adv = self.trainer.strategy.reduce(terms["adv"].detach().float(), reduce_op="mean")
+        if torch.isfinite(adv):
+            self.adv_running_mean.mul_(hp.d_skip_momentum).add_((1 - hp.d_skip_momentum) * adv)
+        skip_d = hp.d_skip_threshold is not None and bool(self.adv_running_mean >= hp.d_skip_threshold)
+
+        with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not skip_d):
+            discriminator = self.ddp_wrapped("discriminator")
+            real = self._layout(batch["source"] if hp.real_images == "source" else batch["target"])
+            real_scores, fake_scores = discriminator(real), discriminator(swap.detach())
+            loss_d = losses.hinge_d_loss(real_scores, fake_scores)
+            d_finite = True
+            if not skip_d:
+                self.manual_backward(loss_d)
+                d_finite = self._all_finite(loss_d)
+                if d_finite:
+                    opt_d.step()
+                opt_d.zero_grad(set_to_none=True)
+
+        self._count_nonfinite(g_finite and d_finite)
+        for scheduler in self._schedulers():
+            scheduler.step()
+        self.iteration += 1
+
+        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
+        logged.update({
+            "train/loss_g": loss_g.detach(), "train/loss_d": loss_d.detach(),
+            "train/d_real": torch.stack([s.mean() for s in real_scores]).mean().detach(),
+            "train/d_fake": torch.stack([s.mean() for s in fake_scores]).mean().detach(),
+            "train/d_skipped": float(skip_d), "train/adv_running_mean": self.adv_running_mean.clone(),
+            "train/nonfinite_total": self.nonfinite_total.float(), "train/iteration": self.iteration.float(),
+        })
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=target.shape[0])
+        self.log("loss_g", loss_g.detach(), prog_bar=True, logger=False, batch_size=target.shape[0])
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        return bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+
+    def _count_nonfinite(self, finite: bool) -> None:
+        if finite:
+            self._nonfinite_streak = 0
+            return
+        self.nonfinite_total += 1
+        self._nonfinite_streak += 1
+        if self._nonfinite_streak >= self.hparams.max_nonfinite:
+            raise TrainingDivergedError(
+                f"Training stopped at iteration {int(self.iteration)}: {self._nonfinite_streak} non-finite losses "
+                f"in a row (steps were skipped, weights are unchanged); lower model.lr_g / model.lr_d, set "
+                f"model.grad_clip, or train with trainer.precision=32-true, then resume from the last checkpoint."
+            )
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.hparams.max_iterations is not None and int(self.iteration) >= self.hparams.max_iterations:
+            self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # runs after the precision plugin has unscaled fp16 gradients
+        if self.hparams.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+
+    # ---- validation / prediction ----
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        source_embedding = self.source_embedding(batch)
+        swap = self(batch["target"], source_embedding)
+        metrics = {
+            "val/id_cos": F.cosine_similarity(source_embedding, self.identity(swap).float(), dim=-1).mean(),
+            "val/rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"]),
+            "val/att": losses.attribute_loss(self.generator.get_attr(batch["target"]), self.generator.get_attr(swap)),
+        }
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=swap.shape[0])
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self(batch["target"], self.source_embedding(batch))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas),
+                                 weight_decay=hp.weight_decay)
+        if hp.lr_step_iterations is None:
+            return [opt_g, opt_d]
+        decay = lambda it: hp.lr_gamma ** (it // hp.lr_step_iterations)  # noqa: E731 - stepped once per iteration
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(opt_g, decay),
+                                torch.optim.lr_scheduler.LambdaLR(opt_d, decay)]
+
+
+def _check_options(hp) -> None:
+    from faceswap_pl.errors import ModelOptionError
+
+    if hp.real_images not in ("source", "target"):
+        raise ModelOptionError(f"model.real_images must be 'source' or 'target', got {hp.real_images!r}.")
+    if hp.w_eye > 0 and not hp.eye_model:
+        raise ModelOptionError("model.w_eye > 0 needs model.eye_model ('mediapipe_iris' or 'awing_fan').")
+    for name in ("w_adv", "w_id", "w_att", "w_rec", "w_eye", "lr_g", "lr_d", "weight_decay"):
+        if hp[name] < 0:
+            raise ModelOptionError(f"model.{name} must be >= 0, got {hp[name]}.")
+    if hp.max_nonfinite < 1:
+        raise ModelOptionError(f"model.max_nonfinite must be >= 1, got {hp.max_nonfinite}.")
+    if hp.ema_decay is not None and not 0.0 < hp.ema_decay < 1.0:
+        raise ModelOptionError(f"model.ema_decay must be in (0, 1) or null, got {hp.ema_decay}.")
+
+
+def _ema_copy(module: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(module)
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, module: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), module.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), module.buffers()):
+        e.copy_(b)
