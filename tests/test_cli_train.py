@@ -1,0 +1,63 @@
+"""`faceswap-pl fit|validate|...`: LightningCLI with the experiment configs, overrides and rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faceswap_pl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "experiments" / "tiny_cpu.yaml")
+
+
+def test_override_reaches_the_resolved_config(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", TINY, "--model.backbone=linknet", "--model.num_aad_blocks=3", "--print_config"])
+    assert done.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["backbone"] == "linknet" and config["model"]["num_aad_blocks"] == 3
+    assert config["model"]["image_size"] == 64  # the rest still comes from the file
+
+
+def test_every_experiment_config_parses(capsys):
+    for path in sorted((ROOT / "experiments").rglob("*.yaml")):
+        if path.parent.name == "data":
+            continue
+        args = ["fit", "--config", str(path)]
+        if "data" not in yaml.safe_load(path.read_text()):
+            args += ["--config", str(ROOT / "experiments" / "data" / "synthetic.yaml")]
+        with pytest.raises(SystemExit) as done:
+            main(args + ["--print_config"])
+        assert done.value.code == 0, path
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--model.backbone=vgg", "valid names: linknet, resnet, unet, timm:"),
+    ("--model.num_aad_blocks=0", "num_aad_blocks 0 is not valid"),
+    ("--model.image_size=100", "image_size"),
+    ("--model.identity_encoder=arcface", "valid names:"),
+])
+def test_wrong_values_are_rejected_with_the_choices(override, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", TINY, override, "--trainer.logger=false"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last
+
+
+def test_fit_logs_to_mlflow_in_sqlite(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", TINY, "--model.max_iterations=2", "--trainer.enable_progress_bar=false",
+                 "--trainer.limit_val_batches=1"]) == 0
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.search_runs([client.get_experiment_by_name("tiny_cpu").experiment_id])[0]
+    assert run.data.params["backbone"] == "unet" and run.data.params["max_iterations"] == "2"
+    assert {"train/loss_g", "train/id", "val/id_cos"} <= set(run.data.metrics)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")]
+    assert max(steps) <= 1  # x-axis counts iterations (2), not optimizer steps (4)
+    assert list((tmp_path / "outputs").rglob("*.ckpt"))
