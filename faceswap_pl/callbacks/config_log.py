@@ -16,14 +16,18 @@ class LogConfigCallback(SaveConfigCallback):
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.already_saved or not trainer.is_global_zero:
+        if self.already_saved:
             return
-        text = self.parser.dump(self.config, skip_none=False)
         logger = trainer.logger
-        if logger is not None and type(logger).__name__ == "MLFlowLogger":
-            logger.experiment.log_text(logger.run_id, text, "config.yaml")
-        else:
-            folder = Path(trainer.log_dir or trainer.default_root_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / self.config_filename).write_text(text)
-        self.already_saved = True
+        mlflow = logger is not None and type(logger).__name__ == "MLFlowLogger"
+        # trainer.log_dir broadcasts under DDP: every rank must evaluate it, not only rank 0
+        folder = None if mlflow else Path(trainer.log_dir or trainer.default_root_dir)
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            if mlflow:
+                logger.experiment.log_text(logger.run_id, text, "config.yaml")
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / self.config_filename).write_text(text)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)

@@ -1,23 +1,28 @@
 """Check at the end of training that every data-parallel replica holds bit-identical networks.
 
 Data-parallel training keeps one copy of the generator and the discriminator per process and relies
-on identical gradient reductions to keep them equal. A missed reduction (a network outside every DDP
-wrapper, a rank-dependent branch, an unsynchronised buffer) lets the copies drift apart silently;
-this callback makes that a loud error. Add it on the command line with::
+on identical gradient reductions to keep the copies equal. A missed reduction (a network outside
+every DDP wrapper, a rank-dependent branch) lets them drift apart silently; this callback turns that
+into an error. Add it on the command line with::
 
     --trainer.callbacks+=faceswap_pl.callbacks.replica_check.ReplicaCheck --trainer.callbacks.path=replicas.json
+
+Parameters must match exactly. Buffers are only reported by default: DDP makes rank 0's buffers
+authoritative by broadcasting them at the start of a forward pass, so after the last step each rank
+still holds the BatchNorm running statistics of its own last batch (rank 0's are the ones saved in
+checkpoints). Pass ``check_buffers=True`` for models whose buffers are synchronised anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from faceswap_pl.errors import FaceSwapError
 
@@ -28,16 +33,15 @@ class ReplicaMismatchError(FaceSwapError):
     """The data-parallel replicas of a network differ after training."""
 
 
-def network_checksum(module: nn.Module) -> dict[str, object]:
-    """Exact fingerprint of a module's parameters and buffers.
+def tensors_checksum(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, object]:
+    """Exact fingerprint of named tensors, in the given order.
 
-    Returns ``sha256`` (over every tensor's name, dtype, shape and raw bytes in state-dict order),
-    ``sum`` (float64 sum of all elements, for reading, not for comparing) and ``numel``.
+    Returns ``sha256`` (over each tensor's name, dtype, shape and raw bytes: equal only for
+    bit-identical tensors), ``sum`` (float64 sum of all elements, for reading) and ``numel``.
     """
     digest = hashlib.sha256()
     total, numel = 0.0, 0
-    tensors = list(module.named_parameters()) + list(module.named_buffers())
-    for name, tensor in tensors:
+    for name, tensor in named_tensors:
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
@@ -46,29 +50,52 @@ def network_checksum(module: nn.Module) -> dict[str, object]:
     return {"sha256": digest.hexdigest(), "sum": total, "numel": numel}
 
 
+def network_checksums(module: torch.nn.Module) -> dict[str, dict[str, object]]:
+    """``{"parameters": ..., "buffers": ...}`` checksums (see :func:`tensors_checksum`) of one network."""
+    return {"parameters": tensors_checksum(module.named_parameters()),
+            "buffers": tensors_checksum(module.named_buffers())}
+
+
+def replica_mismatches(gathered: list[dict], names: Iterable[str], check_buffers: bool = False) -> list[str]:
+    """Descriptions of each network (and tensor kind) whose checksum on some rank differs from rank 0's.
+
+    ``gathered[rank][network]`` is that rank's :func:`network_checksums` of the network.
+    """
+    kinds = ("parameters", "buffers") if check_buffers else ("parameters",)
+    problems = []
+    for name in names:
+        for kind in kinds:
+            reference = gathered[0][name][kind]["sha256"]
+            ranks = [rank for rank, sums in enumerate(gathered) if sums[name][kind]["sha256"] != reference]
+            if ranks:
+                problems.append(f"{name} {kind} on rank(s) {ranks} differ from rank 0")
+    return problems
+
+
 class ReplicaCheck(L.Callback):
     """At the end of training, compare the networks' checksums across all ranks.
 
     Every rank fingerprints the networks named in the module's ``ddp_submodules`` (default
-    ``generator`` and ``discriminator``) with :func:`network_checksum`; the fingerprints are
-    all-gathered and a :class:`ReplicaMismatchError` names each network whose replicas differ.
-    Rank 0 writes a JSON report to ``path`` (if given): per-rank checksums, world size,
-    ``module.iteration`` and the strategy name. The report is written before the comparison, so it
-    exists for inspection when the check fails.
+    ``generator`` and ``discriminator``); the fingerprints are all-gathered and a
+    :class:`ReplicaMismatchError` names each network and the ranks whose replicas differ. Rank 0
+    first writes a JSON report to ``path`` (if given) with the per-rank checksums, world size,
+    ``module.iteration`` and the strategy name, so the report exists even when the check fails.
 
     Args:
         path: JSON file for the report; ``None`` writes nothing.
+        check_buffers: also require bit-identical buffers (see the module docstring for why this
+            is off by default).
     """
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, check_buffers: bool = False) -> None:
         self.path = path
+        self.check_buffers = check_buffers
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = tuple(getattr(pl_module, "ddp_submodules", ()) or DEFAULT_NETWORKS)
-        local = {name: network_checksum(getattr(pl_module, name)) for name in names}
-        world_size = trainer.world_size
-        if world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list = [None] * world_size
+        local = {name: network_checksums(getattr(pl_module, name)) for name in names}
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list = [None] * trainer.world_size
             dist.all_gather_object(gathered, local)
         else:
             gathered = [local]
@@ -76,7 +103,7 @@ class ReplicaCheck(L.Callback):
         if trainer.is_global_zero and self.path is not None:
             iteration = getattr(pl_module, "iteration", None)
             report = {
-                "world_size": world_size,
+                "world_size": trainer.world_size,
                 "strategy": getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__),
                 "iteration": int(iteration) if iteration is not None else None,
                 "checksums": {str(rank): sums for rank, sums in enumerate(gathered)},
@@ -84,14 +111,9 @@ class ReplicaCheck(L.Callback):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.path).write_text(json.dumps(report, indent=2))
 
-        problems = []
-        for name in names:
-            reference = gathered[0][name]["sha256"]
-            differing = [rank for rank, sums in enumerate(gathered) if sums[name]["sha256"] != reference]
-            if differing:
-                problems.append(f"{name} on rank(s) {differing} differs from rank 0")
+        problems = replica_mismatches(gathered, names, self.check_buffers)
         if problems:
             raise ReplicaMismatchError(
-                f"Data-parallel replicas diverged after training ({'; '.join(problems)}); a gradient or buffer "
-                "was not synchronised: check the strategy (use 'gan_ddp') and any rank-dependent code in the module."
+                f"Data-parallel replicas diverged after training ({'; '.join(problems)}); something was not "
+                "synchronised: check the strategy (use 'gan_ddp') and any rank-dependent code in the module."
             )
