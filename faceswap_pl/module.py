@@ -13,7 +13,7 @@ checkpoints.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
@@ -166,18 +166,76 @@ class FaceSwapModule(L.LightningModule):
     def generator_losses(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
                          source_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every generator loss term (unweighted) for one batch; the eye term only when it is weighted."""
-        hp = self.hparams
-        terms = {
-            "adv": losses.hinge_g_loss(self.discriminator(swap)),
-            "id": losses.identity_loss(source_embedding, self.identity(swap)),
+        heads = self._frozen_head_losses(batch, source_embedding)
+        terms = {"adv": heads["adv"](swap), "id": heads["id"](swap)}
+        terms.update(self._generator_own_losses(batch, swap, target_attributes))
+        if "eye" in heads:
+            terms["eye"] = heads["eye"](swap)
+        return terms
+
+    def _frozen_head_losses(self, batch: dict[str, Any], source_embedding: torch.Tensor) -> dict[str, Callable]:
+        """The loss terms computed by networks that get no parameter gradient in the generator step
+        (the discriminator, toggled off, and the frozen identity / eye networks): ``swap -> term``."""
+        heads: dict[str, Callable] = {
+            "adv": lambda swap: losses.hinge_g_loss(self.discriminator(swap)),
+            "id": lambda swap: losses.identity_loss(source_embedding, self.identity(swap)),
+        }
+        if self.hparams.w_eye > 0:
+            with torch.no_grad():
+                target_eyes = self.eye.eye_features(batch["target"])
+            heads["eye"] = lambda swap: losses.eye_loss(self.eye.eye_features(swap), target_eyes)
+        return heads
+
+    def _generator_own_losses(self, batch: dict[str, Any], swap: torch.Tensor,
+                              target_attributes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The terms whose gradient also reaches generator parameters by another path than ``swap``."""
+        return {
             "att": losses.attribute_loss(target_attributes, self.generator.get_attr(swap)),
             "rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"]),
         }
-        if hp.w_eye > 0:
-            with torch.no_grad():
-                target_eyes = self.eye.eye_features(batch["target"])
-            terms["eye"] = losses.eye_loss(self.eye.eye_features(swap), target_eyes)
-        return terms
+
+    def _generator_backward(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
+                            source_embedding: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Backward of the weighted generator loss; returns the detached terms and the loss.
+
+        The same gradient as ``manual_backward(sum(w * term))``, taken in pieces so that fewer graphs
+        are alive at once: each frozen head (discriminator, identity, eye network) runs on a detached
+        copy of the swap and is differentiated to the swap at once, freeing its graph; the sum of those
+        swap gradients then enters the one backward through the generator, together with the
+        attribute and reconstruction terms (a surrogate ``sum(swap * g)`` whose gradient is ``g``).
+        """
+        weights = self._loss_weights()
+        scale = self._loss_scale()
+        leaf = swap.detach().requires_grad_(True)
+        values: dict[str, torch.Tensor] = {}
+        swap_grad = None
+        for name, head in self._frozen_head_losses(batch, source_embedding).items():
+            weighted = weights[name] > 0
+            with torch.set_grad_enabled(weighted):
+                value = head(leaf)
+            if weighted:
+                (grad,) = torch.autograd.grad(weights[name] * value * scale, leaf)
+                swap_grad = grad if swap_grad is None else swap_grad + grad
+            values[name] = value.detach()
+            del value
+        own = self._generator_own_losses(batch, swap, target_attributes)
+        surrogate = sum(weights[name] * value for name, value in own.items())
+        if swap_grad is not None:
+            surrogate = surrogate + (swap * (swap_grad / scale)).sum()
+        self.manual_backward(surrogate)
+        values.update({name: value.detach() for name, value in own.items()})
+        terms = {name: values[name] for name in ("adv", "id", "att", "rec", "eye") if name in values}
+        loss_g = sum(weights[name] * value for name, value in terms.items())
+        return terms, loss_g
+
+    def _loss_weights(self) -> dict[str, float]:
+        hp = self.hparams
+        return {"adv": hp.w_adv, "id": hp.w_id, "att": hp.w_att, "rec": hp.w_rec, "eye": hp.w_eye}
+
+    def _loss_scale(self) -> float:
+        """The fp16 gradient scaler's current scale (a power of two), 1.0 without one."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hp = self.hparams
@@ -187,10 +245,9 @@ class FaceSwapModule(L.LightningModule):
 
         with self.toggled_optimizer(opt_g):
             swap, target_attributes = self.ddp_wrapped("generator")(target, source_embedding)
-            terms = self.generator_losses(batch, swap, target_attributes, source_embedding)
-            weights = {"adv": hp.w_adv, "id": hp.w_id, "att": hp.w_att, "rec": hp.w_rec, "eye": hp.w_eye}
-            loss_g = sum(weights[name] * value for name, value in terms.items())
-            self.manual_backward(loss_g)
+            terms, loss_g = self._generator_backward(batch, swap, target_attributes, source_embedding)
+            del target_attributes
+            swap = swap.detach()
             g_finite = self._all_finite(loss_g)
             if g_finite:
                 opt_g.step()
@@ -206,11 +263,19 @@ class FaceSwapModule(L.LightningModule):
         with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not skip_d):
             discriminator = self.ddp_wrapped("discriminator")
             real = self._layout(batch["source"] if hp.real_images == "source" else batch["target"])
-            real_scores, fake_scores = discriminator(real), discriminator(swap.detach())
+            # real and fake halves of the loss are differentiated one after the other (the gradients add
+            # up in .grad), so the discriminator's activations for only one batch are alive at a time
+            real_scores = discriminator(real)
+            if not skip_d:
+                self.manual_backward(losses.hinge_d_loss(real_scores, []))
+            fake_scores = discriminator(swap)
+            if not skip_d:
+                self.manual_backward(losses.hinge_d_loss([], fake_scores))
+            real_scores = [s.detach() for s in real_scores]
+            fake_scores = [s.detach() for s in fake_scores]
             loss_d = losses.hinge_d_loss(real_scores, fake_scores)
             d_finite = True
             if not skip_d:
-                self.manual_backward(loss_d)
                 d_finite = self._all_finite(loss_d)
                 if d_finite:
                     opt_d.step()
@@ -231,6 +296,9 @@ class FaceSwapModule(L.LightningModule):
         })
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=target.shape[0])
         self.log("loss_g", loss_g.detach(), prog_bar=True, logger=False, batch_size=target.shape[0])
+        if "skipped" in batch:  # corrupt JPEGs the shard reader skipped since its previous batch
+            self.log("train/corrupt_frames", batch["skipped"].float().sum(), reduce_fx="sum", on_step=False,
+                     on_epoch=True, batch_size=target.shape[0])
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = bool(torch.isfinite(loss.detach()).all())
@@ -281,9 +349,12 @@ class FaceSwapModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas),
-                                 weight_decay=hp.weight_decay)
+        # fused Adam: one kernel per tensor and no temporaries; not with clipping, which Lightning's
+        # mixed-precision plugin refuses for optimizers that unscale gradients themselves
+        fused = hp.grad_clip is None
+        opt_g = _adam(self.generator.parameters(), fused, lr=hp.lr_g, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt_d = _adam(self.discriminator.parameters(), fused, lr=hp.lr_d, betas=tuple(hp.betas),
+                      weight_decay=hp.weight_decay)
         if hp.lr_step_iterations is None:
             return [opt_g, opt_d]
         decay = lambda it: hp.lr_gamma ** (it // hp.lr_step_iterations)  # noqa: E731 - stepped once per iteration
@@ -305,6 +376,18 @@ def _check_options(hp) -> None:
         raise ModelOptionError(f"model.max_nonfinite must be >= 1, got {hp.max_nonfinite}.")
     if hp.ema_decay is not None and not 0.0 < hp.ema_decay < 1.0:
         raise ModelOptionError(f"model.ema_decay must be in (0, 1) or null, got {hp.ema_decay}.")
+
+
+def _adam(params, fused: bool, **kwargs) -> torch.optim.Adam:
+    """Adam; with ``fused``, the fused implementation where the device and dtype have it."""
+    params = list(params)
+    fused = fused and bool(params) and all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype in _FUSED_ADAM_DTYPES
+                                 for p in params)
+    return torch.optim.Adam(params, fused=fused or None, **kwargs)
+
+
+_FUSED_ADAM_DEVICES = ("cpu", "cuda", "xpu", "mps")
+_FUSED_ADAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _ema_copy(module: nn.Module) -> nn.Module:

@@ -1,0 +1,201 @@
+"""The pair stream as an ``IterableDataset`` and its fixed-length WebDataset loader.
+
+:class:`PairDataset` runs in each DataLoader worker: shards in :func:`~faceswap_pl.data.reader.shard_order`
+(split by rank, then by worker, or resampled), groups from
+:func:`~faceswap_pl.data.reader.read_groups`, pairs from :class:`~faceswap_pl.data.pairs.PairSampler`,
+two independently augmented views, and batches collated in the worker. Every random choice comes
+from generators seeded by (seed, epoch, rank, worker): the same seed gives the same stream.
+
+The stream never ends; :class:`PairLoader` (a ``webdataset.WebLoader``) sets the epoch length with
+``with_epoch(batches)``, so every rank runs the same number of steps per epoch whatever its shards
+hold -- under DDP no rank waits in a collective for a rank that ran out of data. Each new epoch
+(``iter`` of the loader) advances the dataset's epoch counter, which reseeds the stream: in the main
+process without workers, or in the persistent workers (the loader always keeps its workers).
+
+Workers send ``uint8`` images (a quarter of the bytes of float); the loader turns them into the batch
+format of :mod:`faceswap_pl.module` in the main process:
+
+=====================  ==========================================================================
+``source``, ``target``  (B, 3, S, S) float32 RGB in [-1, 1]
+``same_identity``       (B,) bool
+``source_identity``     (B,) int64 identity ids (``target_identity`` likewise)
+``skipped``             () int64: corrupt JPEGs the producing worker skipped since its previous batch
+``source_embedding``    (B, D) float32 from ``emb.npy``, only with ``use_embeddings=True``
+=====================  ==========================================================================
+
+The loader adds ``skipped`` up in :attr:`PairLoader.corrupt_frames` and warns at the end of an
+epoch in which frames were skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from faceswap_pl.data.augment import AugmentSpec, ViewTransform, to_model_range
+from faceswap_pl.data.pairs import Pair, PairSampler
+from faceswap_pl.data.reader import read_groups, shard_order
+from faceswap_pl.errors import FaceSwapError
+
+log = logging.getLogger(__name__)
+
+
+def collate(pairs: Sequence[Pair], skipped: int = 0) -> dict[str, torch.Tensor]:
+    """Pairs -> a worker-side batch (images still uint8 CHW)."""
+    size = pairs[0].source.shape[0]
+    tensors = torch.empty((2, len(pairs), 3, size, size), dtype=torch.uint8)
+    if get_worker_info() is not None:
+        tensors.share_memory_()  # filled in place: no extra copy when the batch is sent to the main process
+    images = tensors.numpy()
+    for i, pair in enumerate(pairs):
+        images[0, i] = pair.source.transpose(2, 0, 1)
+        images[1, i] = pair.target.transpose(2, 0, 1)
+    batch = {
+        "source": tensors[0], "target": tensors[1],
+        "same_identity": torch.tensor([p.same_identity for p in pairs], dtype=torch.bool),
+        "source_identity": torch.tensor([p.source_identity for p in pairs], dtype=torch.int64),
+        "target_identity": torch.tensor([p.target_identity for p in pairs], dtype=torch.int64),
+        "skipped": torch.tensor(skipped, dtype=torch.int64),
+    }
+    if pairs[0].source_embedding is not None:
+        batch["source_embedding"] = torch.from_numpy(np.stack([p.source_embedding for p in pairs]))
+    return batch
+
+
+class PairDataset(IterableDataset):
+    """Endless stream of collated pair batches for one rank (see the module docstring).
+
+    Args:
+        urls: shard URLs (:func:`~faceswap_pl.data.reader.resolve_shards`).
+        image_size: output crop size (shards of another size are resized).
+        batch_size: pairs per batch.
+        p_same: probability of a same-group target.
+        buffer: groups held for pairing per worker.
+        augment: albumentations spec (:mod:`faceswap_pl.data.augment`); ignored when ``train=False``.
+        use_embeddings: read ``emb.npy`` and add ``source_embedding``.
+        seed: base seed of every random choice.
+        rank, world_size: this process's place under DDP (taken in the main process, so workers know it).
+        train: True: shuffled shard order, augmentation, a new stream every epoch. False (validation):
+            listed shard order, no augmentation, the same stream every time.
+        epoch: the first epoch's number (set it to the trainer's epoch when resuming).
+    """
+
+    def __init__(self, urls: Sequence[str], *, image_size: int = 256, batch_size: int = 16, p_same: float = 0.2,
+                 buffer: int = 256, augment: AugmentSpec = None, use_embeddings: bool = False, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, train: bool = True, epoch: int = 0) -> None:
+        super().__init__()
+        self.urls = list(urls)
+        self.image_size, self.batch_size, self.p_same, self.buffer = image_size, batch_size, p_same, buffer
+        self.use_embeddings, self.seed, self.rank, self.world_size = use_embeddings, seed, rank, world_size
+        self.train = train
+        self.epoch = epoch
+        self.view = ViewTransform(image_size, augment, enabled=train)  # built here: config errors show at once
+
+    def sampler(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> PairSampler:
+        """The pair sampler of one worker slot and epoch (validation: always epoch 0); seeds the view too."""
+        epoch = (self.epoch if epoch is None else epoch) if self.train else 0
+        order = shard_order(self.urls, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+                            worker=worker, num_workers=num_workers, shuffle=self.train)
+        self.view.seed(np.random.default_rng([self.seed, epoch, self.rank, worker, 2]))
+        return PairSampler(read_groups(order, self.use_embeddings),
+                           np.random.default_rng([self.seed, epoch, self.rank, worker, 0]),
+                           p_same=self.p_same, buffer=self.buffer, image_size=self.image_size)
+
+    def augmented(self, pairs: Iterator[Pair]) -> Iterator[Pair]:
+        """Each pair with both views resized and independently augmented."""
+        for pair in pairs:
+            pair.source, pair.target = self.view(pair.source), self.view(pair.target)
+            yield pair
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            cv2.setNumThreads(1)  # one thread per worker: the workers are the parallelism
+        epoch = self.epoch
+        if self.train:
+            self.epoch += 1  # this copy lives on (main process, or a persistent worker): next iter = next epoch
+        sampler = self.sampler(worker, num_workers, epoch)
+        pending: list[Pair] = []
+        reported = 0
+        for pair in self.augmented(iter(sampler)):
+            pending.append(pair)
+            if len(pending) == self.batch_size:
+                yield collate(pending, sampler.skipped - reported)
+                reported, pending = sampler.skipped, []
+
+
+def _unwrap_worker_error(error: FaceSwapError) -> FaceSwapError:
+    """A FaceSwapError re-raised from a DataLoader worker, with its sentence instead of the worker traceback."""
+    text = str(error)
+    if "Traceback" not in text:
+        return error
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    match = re.match(rf"^[\w.]*{type(error).__name__}: (.*)$", last)
+    try:
+        return type(error)(match.group(1)) if match else error
+    except Exception:
+        return error
+
+
+class PairLoader(wds.WebLoader):
+    """DataLoader over a :class:`PairDataset` with a fixed number of batches per epoch.
+
+    Args:
+        dataset: the pair stream (it batches itself; the DataLoader passes batches through).
+        batches: batches per epoch (``with_epoch``); ``len(loader)`` returns it.
+        num_workers: DataLoader worker processes (kept between epochs).
+        pin_memory: write the float images into pinned memory (default: when CUDA is available).
+    """
+
+    def __init__(self, dataset: PairDataset, batches: int, num_workers: int = 0, pin_memory: bool | None = None,
+                 prefetch_factor: int = 2) -> None:
+        if batches < 1:
+            raise FaceSwapError(f"An epoch of {batches} batches is empty; raise data.epoch_pairs / data.val_pairs "
+                                f"to at least batch_size x number of processes.")
+        options = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, **options)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.with_epoch(batches)
+        self.pairs = dataset
+        self.batches = batches
+        self.corrupt_frames = 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def shutdown(self) -> None:
+        """Stop the (persistent) worker processes now; the next epoch starts new ones."""
+        loader = self.pipeline[0]
+        iterator = getattr(loader, "_iterator", None)  # DataLoader keeps its iterator with persistent workers
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        stream = super().__iter__()
+        skipped = 0
+        while True:
+            try:
+                batch = next(stream)
+            except StopIteration:
+                break
+            except FaceSwapError as error:
+                self.shutdown()
+                raise _unwrap_worker_error(error) from None
+            batch["source"] = to_model_range(batch["source"], self.pin_memory)
+            batch["target"] = to_model_range(batch["target"], self.pin_memory)
+            skipped += int(batch["skipped"])
+            yield batch
+        self.corrupt_frames += skipped
+        if skipped:
+            log.warning("Rank %d skipped %d corrupt JPEG frame(s) this epoch (%d in total) in %s; rebuild those "
+                        "shards with `faceswap-pl shards build` to use them.", self.pairs.rank, skipped,
+                        self.corrupt_frames, "the shards" if len(self.pairs.urls) > 3 else self.pairs.urls)
