@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv zoo test test-slow clean-venv
+.PHONY: venv zoo test test-slow demo clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,6 @@ test-slow: zoo
 
 clean-venv:
 	rm -rf $(VENV)
+
+demo: zoo
+	$(VENV)/bin/faceswap-pl demo

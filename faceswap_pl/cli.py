@@ -208,6 +208,45 @@ def run_lightning(argv: list[str] | None) -> int:
     return 0
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline on the embedded defaults, offline once the zoo is fetched."""
+    from faceswap_pl import zoo
+
+    console = _console()
+    config = Path(args.config) if args.config else EXPERIMENTS / "demo.yaml"
+    if not config.is_file():
+        raise FaceSwapError(f"Demo config {config} not found; run the demo from a checkout of the repository "
+                            f"or pass --config PATH.")
+    console.rule("1/3 model zoo")
+    if any(not zoo.is_cached(name) for name in zoo.store.all_names()):
+        cmd_models_fetch(argparse.Namespace(names=[], all=True, find_links=None, force=False))
+    else:
+        console.print(f"all {len(zoo.store.all_names())} zoo entries cached in {zoo.cache_root()}")
+    console.rule("2/3 demo shards")
+    data = Path("data/demo")
+    if (data / "train" / "manifest.json").is_file() and (data / "val" / "manifest.json").is_file():
+        console.print(f"demo shards already in {data}/ (delete the folder to rebuild)")
+    else:
+        from data_pipelines import build_demo
+
+        build_demo(data)
+    console.rule("3/3 training (MLflow: sqlite:///mlruns.db)")
+    overrides = [f"--model.max_iterations={args.iterations}"] if args.iterations else []
+    run_lightning(["fit", "--config", str(config), *overrides])
+    runs = sorted(Path("outputs").glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    console.rule("done")
+    console.print(f"shards:      {data.resolve()}/train, {data.resolve()}/val (contact sheets: "
+                  f"`faceswap-pl shards inspect {data}/train`)")
+    if runs:
+        console.print(f"checkpoint:  {runs[-1].resolve()}")
+    console.print(f"MLflow runs: {Path('mlruns.db').resolve()}; browse them with\n"
+                  f"             mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceswap-pl",
@@ -219,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("validate", "run validation on a checkpoint"), ("test", "run the test loop on a checkpoint"),
                        ("predict", "run prediction on a checkpoint")):
         sub.add_parser(name, help=text, add_help=False)
+
+    demo = sub.add_parser("demo", help="fetch the zoo, build the demo shards, train the demo model with MLflow")
+    demo.add_argument("--config", help="training config (default: experiments/demo.yaml)")
+    demo.add_argument("--iterations", type=int, help="training iterations (default: the config's)")
+    demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="list and fetch the pretrained face networks (the zoo)")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")

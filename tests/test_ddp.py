@@ -68,6 +68,7 @@ def gan_ddp_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # ~40 s per 2-process run on 2 busy CPU cores
+@pytest.mark.ci
 def test_gan_ddp_trains_with_identical_replicas(gan_ddp_run):
     result, report = gan_ddp_run
     assert_succeeded(result)
