@@ -349,6 +349,22 @@ def test_eval_pairs_are_fixed_across_calls_and_seeds(dataset, tmp_path):
     assert next(pairs.batches(4))["source"].shape == (4, 3, 32, 32)
 
 
+@pytest.mark.timeout(180)
+def test_workers_start_after_opencv_threads_ran_in_the_main_process(dataset):
+    # a worker forked from a process whose OpenCV pool has threads hangs in its first cv2 call; the
+    # default forkserver start must not (pytest-timeout turns a hang into a failure)
+    cv2.setNumThreads(2)
+    big = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    for _ in range(3):
+        cv2.resize(big, (700, 700), interpolation=cv2.INTER_AREA)
+    loader = FaceSwapDataModule(train=str(dataset), image_size=32, batch_size=4, num_workers=1,
+                                epoch_pairs=8).train_dataloader()
+    assert [b["source"].shape for b in loader] == [(4, 3, 32, 32)] * 2
+    loader.shutdown()
+    with pytest.raises(FaceSwapError, match="data.worker_start='threads' is not one of forkserver, spawn, fork"):
+        FaceSwapDataModule(train=str(dataset), worker_start="threads")
+
+
 def test_epoch_pairs_needs_a_manifest_or_a_value(dataset):
     assert len(FaceSwapDataModule(train=str(dataset), batch_size=4, num_workers=0).train_dataloader()) == 12
     with pytest.raises(FaceSwapError, match="data.epoch_pairs is needed"):

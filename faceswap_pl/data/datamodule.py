@@ -27,7 +27,7 @@ import torch
 
 from faceswap_pl.data.augment import build_augment
 from faceswap_pl.data.evalpairs import EvalPairs, load_pairs, load_refs, save_refs, select_refs
-from faceswap_pl.data.loader import PairDataset, PairLoader
+from faceswap_pl.data.loader import START_METHODS, PairDataset, PairLoader
 from faceswap_pl.data.reader import manifest_of, resolve_shards
 from faceswap_pl.errors import FaceSwapError
 
@@ -42,6 +42,8 @@ class FaceSwapDataModule(L.LightningDataModule):
         image_size: crop size the model takes; shards of another size are resized.
         batch_size: pairs per batch on each rank.
         num_workers: DataLoader worker processes per rank (kept alive between epochs).
+        worker_start: how workers start: ``forkserver`` (default; safe after OpenCV ran in the trainer),
+            ``spawn``, or ``fork`` (fastest start, but can hang in OpenCV, see :mod:`faceswap_pl.data.loader`).
         p_same: probability that the target is another frame of the source's group (GHOST: 0.2).
         epoch_pairs: pairs per epoch over all ranks; default: frames in the training manifest.
         val_pairs: pairs per validation run over all ranks (the same pairs every run).
@@ -58,7 +60,7 @@ class FaceSwapDataModule(L.LightningDataModule):
                  batch_size: int = 16, num_workers: int = 2, p_same: float = 0.2, epoch_pairs: int | None = None,
                  val_pairs: int = 256, buffer: int = 256, augment: list[dict[str, Any]] | None = None,
                  use_embeddings: bool = False, seed: int = 0, eval_pairs: int = 64,
-                 eval_pairs_file: str | None = None) -> None:
+                 eval_pairs_file: str | None = None, worker_start: str = "forkserver") -> None:
         super().__init__()
         self.save_hyperparameters()
         for name, value in (("image_size", image_size), ("batch_size", batch_size), ("buffer", buffer),
@@ -69,6 +71,9 @@ class FaceSwapDataModule(L.LightningDataModule):
             raise FaceSwapError(f"data.p_same={p_same} is outside [0, 1]; give a probability (GHOST: 0.2).")
         if num_workers < 0:
             raise FaceSwapError(f"data.num_workers={num_workers} must be 0 or more.")
+        if worker_start not in START_METHODS:
+            raise FaceSwapError(f"data.worker_start={worker_start!r} is not one of {', '.join(START_METHODS)}; "
+                                f"use forkserver (the default).")
         build_augment(augment)  # configuration errors surface when the config is parsed, not in a worker
         self._loaders: list[PairLoader] = []
         self._eval: EvalPairs | None = None
@@ -99,7 +104,8 @@ class FaceSwapDataModule(L.LightningDataModule):
                               p_same=hp.p_same, buffer=hp.buffer, augment=hp.augment,
                               use_embeddings=hp.use_embeddings, seed=hp.seed, rank=rank, world_size=world_size,
                               train=train, epoch=epoch)
-        loader = PairLoader(dataset, math.ceil(pairs / (hp.batch_size * world_size)), num_workers=hp.num_workers)
+        loader = PairLoader(dataset, math.ceil(pairs / (hp.batch_size * world_size)), num_workers=hp.num_workers,
+                            start_method=hp.worker_start)
         self._loaders.append(loader)
         return loader
 

@@ -25,13 +25,23 @@ format of :mod:`faceswap_pl.module` in the main process:
 
 The loader adds ``skipped`` up in :attr:`PairLoader.corrupt_frames` and warns at the end of an
 epoch in which frames were skipped.
+
+Workers start with ``forkserver`` by default, not ``fork``: a worker forked from a process whose
+OpenCV thread pool has run (any ``cv2`` resize or warp in the main process, e.g. in a callback or an
+earlier evaluation) inherits that pool's locks without its threads and can hang forever in its
+first ``cv2`` call. ``forkserver`` forks the workers from a clean server process that has imported
+this module once, so they start in about a second and share no thread state with the trainer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import re
 from collections.abc import Iterator, Sequence
+from multiprocessing import forkserver
 
 import cv2
 import numpy as np
@@ -45,6 +55,42 @@ from faceswap_pl.data.reader import read_groups, shard_order
 from faceswap_pl.errors import FaceSwapError
 
 log = logging.getLogger(__name__)
+
+START_METHODS = ("forkserver", "spawn", "fork")
+
+
+def worker_context(start_method: str) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context DataLoader workers start with (``forkserver`` preloads this module)."""
+    if start_method not in START_METHODS:
+        raise FaceSwapError(f"Worker start method {start_method!r} is not one of {', '.join(START_METHODS)}; "
+                            f"use forkserver (the default).")
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        _forget_inherited_forkserver()
+        context.set_forkserver_preload([__name__])  # takes effect when the server starts (the first time)
+    return context
+
+
+def _forget_inherited_forkserver() -> None:
+    """Start a new fork server in a process that inherited another's through ``fork``.
+
+    A process forked after its parent started the fork server (``ddp_fork``, ``mp.start_processes``
+    with fork) holds the parent's server state; multiprocessing then fails with "No child processes"
+    when it checks on a server that is not its child. Forgetting that state makes it start its own.
+    """
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with server._lock:
+        try:
+            alive = os.waitpid(pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            alive = False
+        if not alive:
+            with contextlib.suppress(OSError, TypeError):
+                os.close(server._forkserver_alive_fd)
+            server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
 
 
 def collate(pairs: Sequence[Pair], skipped: int = 0) -> dict[str, torch.Tensor]:
@@ -96,6 +142,7 @@ class PairDataset(IterableDataset):
         self.use_embeddings, self.seed, self.rank, self.world_size = use_embeddings, seed, rank, world_size
         self.train = train
         self.epoch = epoch
+        self.start_method = "forkserver"  # how workers start; PairLoader sets it
         self.view = ViewTransform(image_size, augment, enabled=train)  # built here: config errors show at once
 
     def sampler(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> PairSampler:
@@ -117,8 +164,9 @@ class PairDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if info is not None:
-            cv2.setNumThreads(1)  # one thread per worker: the workers are the parallelism
+        if info is not None and self.start_method != "fork":
+            cv2.setNumThreads(1)  # one thread per worker: the workers are the parallelism (never after a fork:
+            # resizing a pool whose threads stayed in the parent hangs)
         epoch = self.epoch
         if self.train:
             self.epoch += 1  # this copy lives on (main process, or a persistent worker): next iter = next epoch
@@ -153,14 +201,19 @@ class PairLoader(wds.WebLoader):
         batches: batches per epoch (``with_epoch``); ``len(loader)`` returns it.
         num_workers: DataLoader worker processes (kept between epochs).
         pin_memory: write the float images into pinned memory (default: when CUDA is available).
+        start_method: how workers start: ``forkserver`` (default), ``spawn`` or ``fork`` (see the module
+            docstring for why not ``fork``).
     """
 
     def __init__(self, dataset: PairDataset, batches: int, num_workers: int = 0, pin_memory: bool | None = None,
-                 prefetch_factor: int = 2) -> None:
+                 prefetch_factor: int = 2, start_method: str = "forkserver") -> None:
         if batches < 1:
             raise FaceSwapError(f"An epoch of {batches} batches is empty; raise data.epoch_pairs / data.val_pairs "
                                 f"to at least batch_size x number of processes.")
-        options = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+        context = worker_context(start_method)
+        dataset.start_method = start_method
+        options = {"persistent_workers": True, "prefetch_factor": prefetch_factor,
+                   "multiprocessing_context": context} if num_workers > 0 else {}
         super().__init__(dataset, batch_size=None, num_workers=num_workers, **options)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.with_epoch(batches)
