@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_tiny_training_on_demo_shards_lowers_the_generator_losses(tmp_path, monkeypatch):
     import mlflow
     from data_pipelines import build_demo
