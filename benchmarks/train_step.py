@@ -3,8 +3,10 @@
 The step runs as training runs it: a Lightning ``Trainer`` fits :class:`~faceswap_pl.module.FaceSwapModule`
 on :class:`~faceswap_pl.data.synthetic.SyntheticPairDataModule` (no logger, no checkpoints, no
 validation); a callback times ``on_train_batch_start`` -> ``on_train_batch_end`` of every iteration
-and the first ``--warmup`` iterations are dropped. Each configuration runs in its own subprocess, so
-its peak RSS (``getrusage``) is its own.
+and the first ``--warmup`` iterations are dropped; s/it is the median of the timed iterations (the
+best in brackets). Each configuration runs in its own subprocess, so its peak RSS (``getrusage``
+``ru_maxrss`` in GB = 10^9 bytes, as GHOST's figures; the whole process: weights, optimizer state,
+libraries) is its own.
 
 The default is GHOST's configuration and losses: unet, 2 AAD blocks, 256 px, batch 2, fp32, identity
 loss with ArcFace iresnet100, adversarial + attribute + reconstruction losses; ``--eye awing`` adds
@@ -14,8 +16,10 @@ passes them the way users do (``identity_weights`` / ``eye_weights``): the cost 
 
     python benchmarks/train_step.py                              # GHOST's configuration
     python benchmarks/train_step.py --eye none awing             # one row per eye setting
-    python benchmarks/train_step.py --precision bf16 --channels-last
-    python benchmarks/train_step.py --batch 2 4 --iterations 3 --warmup 1
+    python benchmarks/train_step.py --precision 32 bf16 --channels-last
+    python benchmarks/train_step.py --recompute-levels 0           # memory / time trade-off of the module
+    python benchmarks/train_step.py --compile --warmup 3           # torch.compile: the first steps compile
+    python benchmarks/train_step.py --batch 2 4 --iterations 5 --json
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ def run_one(cfg: dict, weights: dict[str, str]) -> dict:
         identity_encoder="arcface_iresnet100", identity_weights=weights["identity"],
         eye_model=eye_model, eye_weights=weights.get("eye"), w_eye=w_eye,
         max_iterations=total, channels_last=cfg["channels_last"],
+        **({} if cfg["recompute_levels"] is None else {"recompute_levels": cfg["recompute_levels"]}),
     )
     if w_eye > 0:
         module.eye  # build the frozen eye network now, as the identity network is, not inside a timed step
@@ -95,7 +100,7 @@ def run_one(cfg: dict, weights: dict[str, str]) -> dict:
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
     )
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     trainer.fit(module, datamodule=data)
     steady = timer.seconds[cfg["warmup"]:]
     if not steady:
@@ -103,7 +108,7 @@ def run_one(cfg: dict, weights: dict[str, str]) -> dict:
     return {
         **cfg,
         "seconds": timer.seconds, "median_s": statistics.median(steady), "best_s": min(steady),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "setup_rss_gb": rss_before, "nonfinite": int(module.nonfinite_total),
         "parameters_m": sum(p.numel() for p in module.parameters()) / 1e6,
         "threads": torch.get_num_threads(),
@@ -139,6 +144,8 @@ def describe(cfg: dict) -> str:
         text += ", channels-last"
     if cfg["compile"]:
         text += ", compile"
+    if cfg["recompute_levels"] is not None:
+        text += f", recompute {cfg['recompute_levels']}"
     return text
 
 
@@ -153,8 +160,10 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator and discriminator")
+    parser.add_argument("--recompute-levels", type=int, default=None,
+                        help="FaceSwapModule.recompute_levels (default: the module's default)")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed first iterations (more with --compile)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first iterations (more with --compile)")
     parser.add_argument("--weights-dir", help="where to keep the random ArcFace / AWing weights (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="also print each row's raw figures as JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -166,7 +175,8 @@ def main() -> None:
     import torch
 
     base = {"backbone": args.backbone, "blocks": args.blocks, "image_size": args.image_size, "width": args.width,
-            "channels_last": args.channels_last, "compile": args.compile, "iterations": args.iterations,
+            "channels_last": args.channels_last, "compile": args.compile, "recompute_levels": args.recompute_levels,
+            "iterations": args.iterations,
             "warmup": args.warmup}
     configs = [{**base, "batch": b, "eye": e, "precision": p}
                for b, e, p in itertools.product(args.batch, args.eye, args.precision)]

@@ -19,6 +19,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.adam import adam as _adam_functional
+from torch.optim.optimizer import _get_scalar_dtype
 
 from faceswap_pl import losses
 from faceswap_pl.errors import FaceSwapError
@@ -55,6 +57,15 @@ class FaceSwapModule(L.LightningModule):
         max_nonfinite: stop with a clear error after this many non-finite iterations in a row.
         max_iterations: stop after this many iterations (None: let the Trainer decide).
         channels_last: run G and D in channels-last memory layout.
+        step_in_backward: apply the generator's Adam update to each parameter as soon as its gradient
+            is complete during the backward pass, so the generator's gradients never all exist at once
+            (saves their memory, 0.7 GB at GHOST's size; the same update). Used only where it is exact
+            and nothing else needs the gradients: one process, no ``grad_clip``, no fp16 loss scaling;
+            callbacks then see no generator gradients in ``on_before_optimizer_step``.
+        recompute_levels: recompute the AAD layers of this many highest-resolution generator blocks in
+            the backward pass instead of storing their activations (the same values and gradients;
+            see :meth:`AADGenerator.set_recompute`); 0 turns it off. ``benchmarks/train_step.py
+            --recompute-levels N`` measures the memory / time trade-off.
     """
 
     ddp_submodules = ("generator", "discriminator")
@@ -92,6 +103,8 @@ class FaceSwapModule(L.LightningModule):
         max_nonfinite: int = 10,
         max_iterations: int | None = None,
         channels_last: bool = False,
+        step_in_backward: bool = True,
+        recompute_levels: int = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -101,6 +114,7 @@ class FaceSwapModule(L.LightningModule):
         id_dim = self.identity.embedding_dim
         self.generator = AEINet(backbone, num_aad_blocks=num_aad_blocks, image_size=image_size, width=width,
                                 id_dim=id_dim)
+        self.generator.generator.set_recompute(recompute_levels)
         self.discriminator = MultiscaleDiscriminator(ndf=d_ndf, n_layers=d_layers, num_scales=d_scales, norm=d_norm)
         self.generator_ema = _ema_copy(self.generator) if ema_decay is not None else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
@@ -195,8 +209,12 @@ class FaceSwapModule(L.LightningModule):
         }
 
     def _generator_backward(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
-                            source_embedding: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                            source_embedding: torch.Tensor, stepper: LeanAdam | None = None,
+                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Backward of the weighted generator loss; returns the detached terms and the loss.
+
+        With ``stepper`` and a finite loss, each generator parameter is updated by
+        ``stepper.step_parameter`` as soon as its gradient is complete, and its gradient dropped.
 
         The same gradient as ``manual_backward(sum(w * term))``, taken in pieces so that fewer graphs
         are alive at once: each frozen head (discriminator, identity, eye network) runs on a detached
@@ -219,14 +237,37 @@ class FaceSwapModule(L.LightningModule):
             values[name] = value.detach()
             del value
         own = self._generator_own_losses(batch, swap, target_attributes)
-        surrogate = sum(weights[name] * value for name, value in own.items())
-        if swap_grad is not None:
-            surrogate = surrogate + (swap * (swap_grad / scale)).sum()
-        self.manual_backward(surrogate)
         values.update({name: value.detach() for name, value in own.items()})
         terms = {name: values[name] for name in ("adv", "id", "att", "rec", "eye") if name in values}
         loss_g = sum(weights[name] * value for name, value in terms.items())
+
+        surrogate = sum(weights[name] * value for name, value in own.items())
+        if swap_grad is not None:
+            surrogate = surrogate + (swap * (swap_grad / scale)).sum()
+        del own, swap_grad
+        hooks = []
+        if stepper is not None and self._all_finite(loss_g):
+            def step_now(param: torch.Tensor) -> None:
+                stepper.step_parameter(param)
+                param.grad = None
+
+            hooks = [p.register_post_accumulate_grad_hook(step_now) for p in self.generator.parameters()
+                     if p.requires_grad]
+        try:
+            self.manual_backward(surrogate)
+        finally:
+            for hook in hooks:
+                hook.remove()
         return terms, loss_g
+
+    def _step_in_backward(self, optimizer) -> LeanAdam | None:
+        """The generator's optimizer when its step may run inside the backward pass (see ``step_in_backward``)."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
+        if (not self.hparams.step_in_backward or self.hparams.grad_clip is not None
+                or not isinstance(optimizer, LeanAdam) or self.trainer.world_size > 1
+                or getattr(self.trainer.precision_plugin, "scaler", None) is not None):
+            return None
+        return optimizer
 
     def _loss_weights(self) -> dict[str, float]:
         hp = self.hparams
@@ -245,12 +286,13 @@ class FaceSwapModule(L.LightningModule):
 
         with self.toggled_optimizer(opt_g):
             swap, target_attributes = self.ddp_wrapped("generator")(target, source_embedding)
-            terms, loss_g = self._generator_backward(batch, swap, target_attributes, source_embedding)
+            terms, loss_g = self._generator_backward(batch, swap, target_attributes, source_embedding,
+                                                     self._step_in_backward(opt_g))
             del target_attributes
             swap = swap.detach()
             g_finite = self._all_finite(loss_g)
             if g_finite:
-                opt_g.step()
+                opt_g.step()  # after a step inside the backward: no gradients left, Lightning's bookkeeping only
             opt_g.zero_grad(set_to_none=True)
         if g_finite and self.generator_ema is not None:
             _ema_update(self.generator_ema, self.generator, hp.ema_decay)
@@ -355,6 +397,8 @@ class FaceSwapModule(L.LightningModule):
         opt_g = _adam(self.generator.parameters(), fused, lr=hp.lr_g, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         opt_d = _adam(self.discriminator.parameters(), fused, lr=hp.lr_d, betas=tuple(hp.betas),
                       weight_decay=hp.weight_decay)
+        for optimizer in (opt_g, opt_d):
+            optimizer.init_state()
         if hp.lr_step_iterations is None:
             return [opt_g, opt_d]
         decay = lambda it: hp.lr_gamma ** (it // hp.lr_step_iterations)  # noqa: E731 - stepped once per iteration
@@ -378,12 +422,117 @@ def _check_options(hp) -> None:
         raise ModelOptionError(f"model.ema_decay must be in (0, 1) or null, got {hp.ema_decay}.")
 
 
-def _adam(params, fused: bool, **kwargs) -> torch.optim.Adam:
-    """Adam; with ``fused``, the fused implementation where the device and dtype have it."""
+class LeanAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` that keeps no first-moment buffer when ``beta1 == 0`` and can step one
+    parameter at a time.
+
+    With ``beta1 = 0`` (GHOST's betas are (0, 0.999)) Adam's first moment after a step is the
+    (weight-decayed) gradient itself: ``exp_avg.lerp_(grad, 1)`` leaves exactly ``grad``. So the
+    gradient tensor is passed as its own ``exp_avg`` to torch's Adam functions, which then compute
+    bitwise the same update, and ``state`` holds only ``step`` and ``exp_avg_sq``: one parameter-sized
+    buffer less (0.8 GB for GHOST's 218M parameters). The gradient tensor is overwritten with the
+    weight-decayed gradient on the way (it is dropped after the step). With ``beta1 != 0`` this is
+    plain ``torch.optim.Adam``.
+    """
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            if self._lean(group) and (group["amsgrad"] or group["differentiable"]):
+                raise ValueError("LeanAdam supports neither amsgrad nor differentiable with beta1 = 0")
+
+    @staticmethod
+    def _lean(group: dict) -> bool:
+        return group["betas"][0] == 0
+
+    @torch.no_grad()
+    def init_state(self) -> None:
+        """Create every parameter's state now (the zeros Adam creates at its first step), so that the
+        long-lived buffers are allocated together before training instead of between activations."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_param_state(group, p)
+
+    def _init_param_state(self, group: dict, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if "exp_avg_sq" not in state:
+            dtype = _get_scalar_dtype(is_fused=group["fused"])
+            state["step"] = (torch.zeros((), dtype=dtype, device=p.device)
+                             if group["capturable"] or group["fused"] else torch.tensor(0.0, dtype=dtype))
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if not self._lean(group):
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["amsgrad"]:
+                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if not any(self._lean(group) for group in self.param_groups):
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group, [p for p in group["params"] if p.grad is not None])
+        return loss
+
+    @torch.no_grad()
+    def step_parameter(self, param: torch.Tensor) -> None:
+        """Adam's update of one parameter from its ``.grad`` (as :meth:`step` would do it)."""
+        for group in self.param_groups:
+            if any(param is p for p in group["params"]):
+                self._step_group(group, [param])
+                return
+        raise ValueError("the parameter is not in this optimizer")
+
+    def _step_group(self, group: dict, params: list[torch.Tensor]) -> None:
+        if not params:
+            return
+        if not self._lean(group):
+            saved = group["params"]
+            group["params"] = params
+            try:
+                super().step()
+            finally:
+                group["params"] = saved
+            return
+        grads, exp_avg_sqs, steps = [], [], []
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("Adam does not support sparse gradients")
+            state = self._init_param_state(group, p)
+            state.pop("exp_avg", None)  # e.g. loaded from a plain Adam's checkpoint: not needed with beta1 = 0
+            grads.append(p.grad)
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        _adam_functional(
+            params, grads, grads, exp_avg_sqs, [], steps,  # the gradients double as exp_avg (beta1 = 0)
+            amsgrad=False, has_complex=any(torch.is_complex(p) for p in params), beta1=0.0,
+            beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+            maximize=group["maximize"], foreach=group["foreach"], capturable=group["capturable"],
+            differentiable=False, fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
+            found_inf=getattr(self, "found_inf", None), decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                if self._lean(group):
+                    state.pop("exp_avg", None)
+                elif state and "exp_avg" not in state:  # saved with beta1 = 0, now beta1 != 0: start afresh
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def _adam(params, fused: bool, **kwargs) -> LeanAdam:
+    """:class:`LeanAdam`; with ``fused``, the fused implementation where the device and dtype have it."""
     params = list(params)
     fused = fused and bool(params) and all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype in _FUSED_ADAM_DTYPES
-                                 for p in params)
-    return torch.optim.Adam(params, fused=fused or None, **kwargs)
+                                           for p in params)
+    return LeanAdam(params, fused=fused or None, **kwargs)
 
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda", "xpu", "mps")

@@ -150,3 +150,44 @@ def test_gradient_clipping_bounds_the_norm(tmp_path):
 def test_bad_options_are_named(bad, message):
     with pytest.raises((ModelOptionError, ValueError), match=message):
         FaceSwapModule(**{**TINY, **bad})
+
+
+# -- memory options: the same training, less memory ----------------------------------------------
+
+
+def test_lean_adam_matches_torch_adam_and_keeps_no_first_moment():
+    from faceswap_pl.module import LeanAdam
+
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(7)]
+    ours = [w.clone().requires_grad_(True) for w in weights]
+    reference = [w.clone().requires_grad_(True) for w in weights]
+    lean = LeanAdam(ours, lr=1e-2, betas=(0.0, 0.999), weight_decay=1e-4)
+    plain = torch.optim.Adam(reference, lr=1e-2, betas=(0.0, 0.999), weight_decay=1e-4)
+    for step in range(4):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((ours, lean), (reference, plain)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            if optimizer is lean and step % 2:
+                for p in params:  # one parameter at a time gives the same update as step()
+                    lean.step_parameter(p)
+            else:
+                optimizer.step()
+    for a, b in zip(ours, reference):
+        assert torch.equal(a, b)
+    assert all(set(lean.state[p]) == {"step", "exp_avg_sq"} for p in ours)
+    assert all("exp_avg" in plain.state[p] for p in reference)
+
+
+@pytest.mark.parametrize("option", [{"step_in_backward": False}, {"recompute_levels": 0}])
+def test_memory_options_do_not_change_the_training(tmp_path, option):
+    def train(**kwargs):
+        torch.manual_seed(0)
+        module = FaceSwapModule(**{**TINY, "num_aad_blocks": 2}, max_iterations=2, **kwargs)
+        _trainer(tmp_path, 2).fit(module, _data())
+        return module.generator.state_dict()
+
+    default, changed = train(), train(**option)
+    for name, value in default.items():
+        assert torch.allclose(value, changed[name], atol=1e-6), name

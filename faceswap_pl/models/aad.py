@@ -13,8 +13,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from faceswap_pl.models.sizing import InputShapeError, check_positive_int, check_width, level_resolutions, scaled
+from faceswap_pl.models.sizing import (
+    InputShapeError,
+    ModelOptionError,
+    check_positive_int,
+    check_width,
+    level_resolutions,
+    scaled,
+)
 from faceswap_pl.models.weight_init import ghost_weight_init
 
 BLOCK_COUNT_HINT = "GHOST published 1, 2 and 3; 2 is FaceShifter's block"
@@ -45,10 +53,19 @@ class AADLayer(nn.Module):
 
     def forward(self, h_in: torch.Tensor, z_attr: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
         h = self.norm(h_in)
-        attr = self.conv1(z_attr) * h + self.conv2(z_attr)
-        ident = self.fc1(z_id)[:, :, None, None] * h + self.fc2(z_id)[:, :, None, None]
+        # ``a * b + c`` with the sum written into the product (which no backward needs): the same
+        # values, one full-size temporary less per sum
+        attr = _add_into(self.conv1(z_attr) * h, self.conv2(z_attr))
+        ident = _add_into(self.fc1(z_id)[:, :, None, None] * h, self.fc2(z_id)[:, :, None, None])
         mask = torch.sigmoid(self.conv_h(h))
-        return (1 - mask) * attr + mask * ident
+        return _add_into((1 - mask) * attr, mask * ident)
+
+
+def _add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b``, computed in place in ``a`` (a fresh product) when that gives the same tensor."""
+    if torch.result_type(a, b) == a.dtype and torch.broadcast_shapes(a.shape, b.shape) == a.shape:
+        return a.add_(b)
+    return a + b
 
 
 class AADConvChain(nn.ModuleList):
@@ -75,11 +92,23 @@ class AADConvChain(nn.ModuleList):
             ]
         return cls(modules)
 
+    # Recompute each ``relu(AAD(h))`` in the backward pass instead of keeping its intermediates
+    # (set by :meth:`AADGenerator.set_recompute`): the same values and gradients, less memory.
+    recompute: bool = False
+
     def forward(self, h: torch.Tensor, z_attr: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
         for i in range(0, len(self), 3):
             aad, relu, conv = self[i], self[i + 1], self[i + 2]
-            h = conv(relu(aad(h, z_attr, z_id)))
+            if self.recompute and torch.is_grad_enabled():
+                h = conv(checkpoint(_aad_relu, aad, relu, h, z_attr, z_id, use_reentrant=False,
+                                    preserve_rng_state=False))
+            else:
+                h = conv(relu(aad(h, z_attr, z_id)))
         return h
+
+
+def _aad_relu(aad: AADLayer, relu: nn.Module, h: torch.Tensor, z_attr: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
+    return relu(aad(h, z_attr, z_id))
 
 
 class AADResBlock(nn.Module):
@@ -154,6 +183,20 @@ class AADGenerator(nn.Module):
     @property
     def num_levels(self) -> int:
         return len(self.attribute_channels)
+
+    def set_recompute(self, levels: int) -> None:
+        """Recompute the AAD layers (norm, modulation, mask, blend, ReLU; not the 3x3 convs) of the
+        ``levels`` highest-resolution blocks in the backward pass instead of storing their
+        intermediates (activation checkpointing). Values and gradients are unchanged; each AAD layer
+        then keeps 2 instead of 6 activation tensors of its size, for about one more forward pass
+        of those layers. 0 turns it off; ``num_levels`` covers every block."""
+        if levels < 0:
+            raise ModelOptionError(f"recompute levels must be >= 0, got {levels}")
+        for k in range(self.num_levels):
+            block = getattr(self, f"AADBlk{k + 1}")
+            for chain in (block.add_blocks, block.last_add_block):
+                if chain is not None:
+                    chain.recompute = k >= self.num_levels - levels
 
     def forward(self, z_attr: Sequence[torch.Tensor], z_id: torch.Tensor) -> torch.Tensor:
         if len(z_attr) != self.num_levels:
