@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.tracking import add_runs_parser
 
 USER_WEIGHTS = [
     # (config name, role, what to bring)
@@ -220,12 +222,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not config.is_file():
         raise FaceSwapError(f"Demo config {config} not found; run the demo from a checkout of the repository "
                             f"or pass --config PATH.")
-    console.rule("1/3 model zoo")
+    console.rule("1/4 model zoo")
     if any(not zoo.is_cached(name) for name in zoo.store.all_names()):
         cmd_models_fetch(argparse.Namespace(names=[], all=True, find_links=None, force=False))
     else:
         console.print(f"all {len(zoo.store.all_names())} zoo entries cached in {zoo.cache_root()}")
-    console.rule("2/3 demo shards")
+    console.rule("2/4 demo shards")
     data = Path("data/demo")
     if (data / "train" / "manifest.json").is_file() and (data / "val" / "manifest.json").is_file():
         console.print(f"demo shards already in {data}/ (delete the folder to rebuild)")
@@ -233,17 +235,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from data_pipelines import build_demo
 
         build_demo(data)
-    console.rule("3/3 training (MLflow: sqlite:///mlruns.db)")
+    console.rule("3/4 training (MLflow: sqlite:///mlruns.db)")
     overrides = [f"--model.max_iterations={args.iterations}"] if args.iterations else []
-    run_lightning(["fit", "--config", str(config), *overrides])
-    runs = sorted(Path("outputs").glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    started = time.time()
+    status = run_lightning(["fit", "--config", str(config), *overrides])
+    if status:
+        return status
+    runs = [p for p in Path("outputs").glob("*/*/checkpoints/last.ckpt") if p.stat().st_mtime >= started]
+    if not runs:
+        raise FaceSwapError("The demo training wrote no outputs/*/*/checkpoints/last.ckpt; see the log above.")
+    checkpoint = max(runs, key=lambda p: p.stat().st_mtime)
+    console.rule("4/4 evaluation of the last checkpoint on held-out identities")
+    from faceswap_pl.evaluate import evaluate_checkpoint
+    from faceswap_pl.tracking import mlflow_ui_command
+
+    report_dir = checkpoint.parent.parent / "evaluation"
+    report = evaluate_checkpoint(checkpoint, str(data / "val"), report_dir, num_pairs=32)
+    before_after = _demo_identity_curve(checkpoint.parent.parent.name)
     console.rule("done")
     console.print(f"shards:      {data.resolve()}/train, {data.resolve()}/val (contact sheets: "
                   f"`faceswap-pl shards inspect {data}/train`)")
-    if runs:
-        console.print(f"checkpoint:  {runs[-1].resolve()}")
-    console.print(f"MLflow runs: {Path('mlruns.db').resolve()}; browse them with\n"
-                  f"             mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000")
+    console.print(f"checkpoint:  {checkpoint.resolve()}")
+    console.print(f"evaluation:  {report_dir.resolve()}/report.md (identity cosine to the source "
+                  f"{report['metrics']['id_cos']:.3f}, top-1 {report['metrics']['id_top1']:.2f}, "
+                  f"expression error {report['metrics']['expression']:.3f})")
+    if before_after:
+        console.print(f"training:    eval/id_cos {before_after[0]:.3f} at iteration 0 -> {before_after[1]:.3f} "
+                      f"at the end (FaceNet cosine of swaps to their sources)")
+    console.print(f"MLflow runs: {Path('mlruns.db').resolve()}; compare them with `faceswap-pl runs compare`, "
+                  f"browse them with\n             {mlflow_ui_command('sqlite:///mlruns.db')}")
+    return 0
+
+
+def _demo_identity_curve(run_id: str) -> tuple[float, float] | None:
+    """First and last ``eval/id_cos`` of the demo run (None when the run logged none)."""
+    import mlflow
+
+    history = mlflow.MlflowClient(tracking_uri="sqlite:///mlruns.db").get_metric_history(run_id, "eval/id_cos")
+    if not history:
+        return None
+    history = sorted(history, key=lambda m: (m.step, m.timestamp))
+    return history[0].value, history[-1].value
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from faceswap_pl.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.pairs, args.out, num_pairs=args.num_pairs,
+                                 pairs_file=args.pairs_file, batch_size=args.batch_size, recognizer=args.recognizer,
+                                 worst=args.worst, device=args.device)
+    from rich.table import Table
+
+    table = Table(title=f"{report['num_pairs']} pairs, {report['seconds']} s")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in report["metrics"].items():
+        table.add_row(name, f"{value:.4f}")
+    _console().print(table)
+    print(f"report: {Path(args.out) / 'report.md'} (and report.json, worst_*.png)")
     return 0
 
 
@@ -258,6 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
                        ("validate", "run validation on a checkpoint"), ("test", "run the test loop on a checkpoint"),
                        ("predict", "run prediction on a checkpoint")):
         sub.add_parser(name, help=text, add_help=False)
+
+    evaluate = sub.add_parser("evaluate", help="every metric of a checkpoint on fixed pairs: JSON + markdown report, "
+                                               "grids of the worst swaps")
+    evaluate.add_argument("--checkpoint", required=True, help="a .ckpt written by `faceswap-pl fit`")
+    evaluate.add_argument("--pairs", required=True, help="shards to take the pairs from (folder, glob, brace list)")
+    evaluate.add_argument("--out", default="evaluation", help="report folder (default: ./evaluation)")
+    evaluate.add_argument("--num-pairs", type=int, default=64, help="pairs to evaluate (default 64)")
+    evaluate.add_argument("--pairs-file", help="JSON of pair references: read if it exists, else written")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--recognizer", default="facenet", help="evaluation identity network (default facenet)")
+    evaluate.add_argument("--worst", type=int, default=8, help="worst pairs listed and shown per metric")
+    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="fetch the zoo, build the demo shards, train the demo model with MLflow")
     demo.add_argument("--config", help="training config (default: experiments/demo.yaml)")
@@ -277,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="re-extract and re-convert even if cached")
     fetch.set_defaults(func=cmd_models_fetch)
     add_shards_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 
