@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.export import add_export_parser
 from faceswap_pl.tracking import add_runs_parser
 
 USER_WEIGHTS = [
@@ -222,12 +223,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not config.is_file():
         raise FaceSwapError(f"Demo config {config} not found; run the demo from a checkout of the repository "
                             f"or pass --config PATH.")
-    console.rule("1/4 model zoo")
+    console.rule("1/5 model zoo")
     if any(not zoo.is_cached(name) for name in zoo.store.all_names()):
         cmd_models_fetch(argparse.Namespace(names=[], all=True, find_links=None, force=False))
     else:
         console.print(f"all {len(zoo.store.all_names())} zoo entries cached in {zoo.cache_root()}")
-    console.rule("2/4 demo shards")
+    console.rule("2/5 demo shards")
     data = Path("data/demo")
     if (data / "train" / "manifest.json").is_file() and (data / "val" / "manifest.json").is_file():
         console.print(f"demo shards already in {data}/ (delete the folder to rebuild)")
@@ -235,7 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from data_pipelines import build_demo
 
         build_demo(data)
-    console.rule("3/4 training (MLflow: sqlite:///mlruns.db)")
+    console.rule("3/5 training (MLflow: sqlite:///mlruns.db)")
     overrides = [f"--model.max_iterations={args.iterations}"] if args.iterations else []
     started = time.time()
     status = run_lightning(["fit", "--config", str(config), *overrides])
@@ -245,13 +246,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not runs:
         raise FaceSwapError("The demo training wrote no outputs/*/*/checkpoints/last.ckpt; see the log above.")
     checkpoint = max(runs, key=lambda p: p.stat().st_mtime)
-    console.rule("4/4 evaluation of the last checkpoint on held-out identities")
+    console.rule("4/5 evaluation of the last checkpoint on held-out identities")
     from faceswap_pl.evaluate import evaluate_checkpoint
     from faceswap_pl.tracking import mlflow_ui_command
 
     report_dir = checkpoint.parent.parent / "evaluation"
     report = evaluate_checkpoint(checkpoint, str(data / "val"), report_dir, num_pairs=32)
-    before_after = _demo_identity_curve(checkpoint.parent.parent.name)
+    run_id = checkpoint.parent.parent.name
+    before_after = _demo_identity_curve(run_id)
+    console.rule("5/5 export: safetensors + ONNX (checked with onnxruntime), MLflow model registry")
+    from faceswap_pl.export import export_generator, register_export
+
+    export_dir = checkpoint.parent.parent / "export"
+    exported = export_generator(checkpoint, export_dir, run_id=run_id, tracking_uri="sqlite:///mlruns.db")
+    register_export(export_dir, "demo-generator", run_id=run_id, tracking_uri="sqlite:///mlruns.db")
+    onnx_diff = max(exported["onnx"]["max_abs_diff"].values()) if exported.get("onnx") else None
     console.rule("done")
     console.print(f"shards:      {data.resolve()}/train, {data.resolve()}/val (contact sheets: "
                   f"`faceswap-pl shards inspect {data}/train`)")
@@ -259,6 +268,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"evaluation:  {report_dir.resolve()}/report.md (identity cosine to the source "
                   f"{report['metrics']['id_cos']:.3f}, top-1 {report['metrics']['id_top1']:.2f}, "
                   f"expression error {report['metrics']['expression']:.3f})")
+    console.print(f"export:      {export_dir.resolve()} (ONNX vs torch max abs difference {onnx_diff:.1e}; "
+                  f"registered as models:/demo-generator@champion)")
     if before_after:
         console.print(f"training:    eval/id_cos {before_after[0]:.3f} at iteration 0 -> {before_after[1]:.3f} "
                       f"at the end (FaceNet cosine of swaps to their sources)")
@@ -340,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_models_fetch)
     add_shards_parser(sub)
     add_runs_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

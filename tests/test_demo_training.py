@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.ci
+@pytest.mark.timeout(2400)  # minutes of CPU training; slower on a loaded machine
 def test_tiny_training_on_demo_shards_lowers_the_generator_losses(tmp_path, monkeypatch):
     import mlflow
     from data_pipelines import build_demo
