@@ -13,6 +13,7 @@ from pathlib import Path
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.export import add_export_parser
+from faceswap_pl.sweep import add_sweep_parser
 from faceswap_pl.tracking import add_runs_parser
 
 USER_WEIGHTS = [
@@ -198,16 +199,22 @@ def run_lightning(argv: list[str] | None) -> int:
     from faceswap_pl.callbacks.config_log import LogConfigCallback
     from faceswap_pl.module import FaceSwapModule
 
-    LightningCLI(
-        FaceSwapModule,
-        L.LightningDataModule,
-        subclass_mode_data=True,
-        args=argv,
-        parser_kwargs={"prog": "faceswap-pl", "parser_mode": "omegaconf"},
-        save_config_callback=LogConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    saved = sys.argv
+    if argv is not None:  # called from Python (demo, sweeps, tests): the arguments are argv, not sys.argv
+        sys.argv = saved[:1]
+    try:
+        LightningCLI(
+            FaceSwapModule,
+            L.LightningDataModule,
+            subclass_mode_data=True,
+            args=argv,
+            parser_kwargs={"prog": "faceswap-pl", "parser_mode": "omegaconf"},
+            save_config_callback=LogConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved
     return 0
 
 
@@ -351,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_models_fetch)
     add_shards_parser(sub)
     add_runs_parser(sub)
+    add_sweep_parser(sub)
     add_export_parser(sub)
     return parser
 

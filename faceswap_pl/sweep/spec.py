@@ -1,0 +1,259 @@
+"""Sweep specifications: a YAML file validated into a :class:`SweepSpec` (errors name the bad key)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceswap_pl.errors import FaceSwapError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOP_KEYS = {"name", "base_config", "overrides", "space", "objective", "pruner", "sampler", "n_trials", "budget",
+            "experiment", "seed", "max_retries"}
+REQUIRED_KEYS = ("name", "base_config", "space", "objective", "n_trials")
+PARAM_TYPES = ("categorical", "int", "float")
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median")
+
+
+def _fail(source: str, key: str, problem: str, fix: str) -> FaceSwapError:
+    return FaceSwapError(f"Sweep spec {source}: `{key}` {problem}; {fix}.")
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep; ``base_config`` paths are absolute."""
+
+    name: str
+    base_config: list[str]
+    space: dict[str, dict[str, Any]]
+    metric: str
+    direction: str
+    n_trials: int
+    overrides: list[str] = field(default_factory=list)
+    pruner: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    sampler: str = "tpe"
+    budget: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""
+    seed: int = 0
+    max_retries: int = 2
+    source: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepSpec":
+        return cls(**json.loads(text))
+
+    def fixed_args(self) -> list[str]:
+        """The CLI arguments every trial gets: configs, fixed overrides and the budget."""
+        args: list[str] = []
+        for config in self.base_config:
+            args += ["--config", config]
+        args += self.overrides
+        for key, value in self.budget.items():
+            dotted = "model.max_iterations" if key == "max_iterations" else key if "." in key else f"trainer.{key}"
+            args.append(f"--{dotted}={cli_value(value)}")
+        return args
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {name: list(p["choices"]) if p["type"] == "categorical" else list(range(p["low"], p["high"] + 1))
+                for name, p in self.space.items()}
+
+
+def cli_value(value: Any) -> str:
+    """A value as LightningCLI reads it on the command line."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _number(source, key, value, kind):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise _fail(source, key, f"is {value!r}, not {'an integer' if kind is int else 'a number'}",
+                    f"give {'an integer' if kind is int else 'a number'}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(source, key, f"is {value!r}", "give a finite number")
+    return value
+
+
+def _resolve_config(source: str, spec_dir: Path, index: int, value: Any) -> str:
+    key = f"base_config[{index}]"
+    if not isinstance(value, str) or not value:
+        raise _fail(source, key, f"is {value!r}, not a path", "give a config path relative to the repo or the spec")
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [REPO_ROOT / path, spec_dir / path, Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise _fail(source, key, f"names {value!r}, which is not a file",
+                "give a config path relative to the repository root or to the spec file")
+
+
+def _param(source: str, name: str, raw: Any) -> dict[str, Any]:
+    key = f"space.{name}"
+    if not isinstance(raw, dict):
+        raise _fail(source, key, "is not a mapping", "write {type: categorical, choices: [...]} or "
+                    "{type: int|float, low: L, high: H}")
+    unknown = set(raw) - {"type", "choices", "low", "high", "log", "step"}
+    if unknown:
+        raise _fail(source, f"{key}.{sorted(unknown)[0]}", "is not a parameter field",
+                    "use type, choices, low, high, log or step")
+    kind = raw.get("type")
+    if kind not in PARAM_TYPES:
+        raise _fail(source, f"{key}.type", f"is {kind!r}", f"use one of {', '.join(PARAM_TYPES)}")
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _fail(source, f"{key}.choices", "is missing or empty", "list at least one choice")
+        if any(not isinstance(c, (str, int, float, bool)) and c is not None for c in choices):
+            raise _fail(source, f"{key}.choices", "holds a non-scalar choice", "use strings, numbers or booleans")
+        if len(set(map(json.dumps, choices))) != len(choices):
+            raise _fail(source, f"{key}.choices", "repeats a choice", "list each choice once")
+        extra = set(raw) - {"type", "choices"}
+        if extra:
+            raise _fail(source, f"{key}.{sorted(extra)[0]}", "does not apply to a categorical parameter",
+                        "remove it")
+        return {"type": kind, "choices": choices}
+    number = int if kind == "int" else float
+    for bound in ("low", "high"):
+        if bound not in raw:
+            raise _fail(source, f"{key}.{bound}", "is missing", f"give the {bound} bound of the {kind} range")
+        _number(source, f"{key}.{bound}", raw[bound], number)
+    low, high = raw["low"], raw["high"]
+    if low > high:
+        raise _fail(source, f"{key}.low", f"({low}) is above high ({high})", "swap the bounds")
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        raise _fail(source, f"{key}.log", f"is {log!r}", "write true or false")
+    if log and low <= 0:
+        raise _fail(source, f"{key}.low", f"is {low} but log: true needs a positive range",
+                    "raise low above 0 or set log: false")
+    if "choices" in raw:
+        raise _fail(source, f"{key}.choices", f"does not apply to an {kind} parameter", "remove it")
+    out = {"type": kind, "low": number(low), "high": number(high), "log": log}
+    if raw.get("step") is not None:
+        out["step"] = _number(source, f"{key}.step", raw["step"], number)
+    return out
+
+
+def validate_spec(raw: Any, source: str = "<spec>", spec_dir: Path | None = None) -> SweepSpec:
+    """Check a parsed spec mapping; raise :class:`FaceSwapError` naming the first bad key."""
+    spec_dir = spec_dir or Path.cwd()
+    if not isinstance(raw, dict):
+        raise FaceSwapError(f"Sweep spec {source} is not a YAML mapping; write keys such as name, base_config, "
+                            f"space, objective and n_trials.")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise _fail(source, unknown[0], "is not a sweep spec key", f"use {', '.join(sorted(TOP_KEYS))}")
+    for key in REQUIRED_KEYS:
+        if key not in raw or raw[key] is None:
+            raise _fail(source, key, "is missing", "add it (see sweeps/tiny_cpu.yaml)")
+    name = raw["name"]
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise _fail(source, "name", f"is {name!r}", "use letters, digits, '-', '_' or '.'")
+    configs = raw["base_config"]
+    configs = [configs] if isinstance(configs, str) else configs
+    if not isinstance(configs, list) or not configs:
+        raise _fail(source, "base_config", "is not a list of config paths", "list at least one config file")
+    base_config = [_resolve_config(source, spec_dir, i, c) for i, c in enumerate(configs)]
+
+    overrides = raw.get("overrides") or []
+    if isinstance(overrides, dict):
+        overrides = [f"--{k}={cli_value(v)}" for k, v in overrides.items()]
+    if not isinstance(overrides, list) or any(not isinstance(o, str) or not o.startswith("--") for o in overrides):
+        raise _fail(source, "overrides", "is not a list of `--key=value` strings or a {key: value} mapping",
+                    "write e.g. ['--trainer.precision=32-true']")
+
+    space = raw["space"]
+    if not isinstance(space, dict) or not space:
+        raise _fail(source, "space", "is empty or not a mapping", "give at least one {param: {type: ...}} entry")
+    for name_ in space:
+        if not isinstance(name_, str) or not all(part.isidentifier() for part in name_.split(".")) or "." not in name_:
+            raise _fail(source, f"space.{name_}", "is not a dotted LightningCLI key",
+                        "name the parameter like model.backbone or data.init_args.batch_size")
+    space = {k: _param(source, k, v) for k, v in space.items()}
+
+    objective = raw["objective"]
+    if not isinstance(objective, dict):
+        raise _fail(source, "objective", "is not a mapping", "write {metric: val/id_cos, direction: maximize}")
+    extra = set(objective) - {"metric", "direction"}
+    if extra:
+        raise _fail(source, f"objective.{sorted(extra)[0]}", "is not an objective field", "use metric and direction")
+    metric = objective.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise _fail(source, "objective.metric", "is missing", "name a logged metric such as val/id_cos or eval/select")
+    direction = objective.get("direction")
+    if direction not in ("maximize", "minimize"):
+        raise _fail(source, "objective.direction", f"is {direction!r}", "use maximize or minimize")
+
+    n_trials = raw["n_trials"]
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise _fail(source, "n_trials", f"is {n_trials!r}", "give a positive integer")
+
+    pruner = raw.get("pruner") or "none"
+    if isinstance(pruner, str):
+        pruner = {"type": pruner}
+    if not isinstance(pruner, dict) or pruner.get("type") not in PRUNERS:
+        raise _fail(source, "pruner", f"is {raw.get('pruner')!r}",
+                    "use none or {type: median, n_startup_trials: N, n_warmup_steps: N}")
+    extra = set(pruner) - {"type", "n_startup_trials", "n_warmup_steps", "interval_steps"}
+    if extra or (pruner["type"] == "none" and len(pruner) > 1):
+        bad = sorted(extra)[0] if extra else sorted(set(pruner) - {"type"})[0]
+        raise _fail(source, f"pruner.{bad}", "is not an option of this pruner",
+                    "median takes n_startup_trials, n_warmup_steps and interval_steps")
+    for option in ("n_startup_trials", "n_warmup_steps", "interval_steps"):
+        if option in pruner:
+            value = pruner[option]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if option == "interval_steps" else 0):
+                raise _fail(source, f"pruner.{option}", f"is {value!r}", "give a non-negative integer")
+
+    sampler = raw.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise _fail(source, "sampler", f"is {sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+    if sampler == "grid":
+        for key, p in space.items():
+            if p["type"] == "float":
+                raise _fail(source, f"space.{key}", "is a float range, which a grid cannot enumerate",
+                            "make it categorical or use sampler: tpe")
+
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        raise _fail(source, "budget", "is not a mapping", "write e.g. {max_iterations: 2000}")
+    if "max_iterations" in budget:
+        value = budget["max_iterations"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(source, "budget.max_iterations", f"is {value!r}", "give a positive integer")
+
+    experiment = raw.get("experiment") or f"sweep-{name}"
+    if not isinstance(experiment, str):
+        raise _fail(source, "experiment", f"is {experiment!r}", "give an MLflow experiment name")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _fail(source, "seed", f"is {seed!r}", "give an integer")
+    max_retries = raw.get("max_retries", 2)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise _fail(source, "max_retries", f"is {max_retries!r}", "give a non-negative integer")
+    return SweepSpec(name=name, base_config=base_config, space=space, metric=metric, direction=direction,
+                     n_trials=n_trials, overrides=overrides, pruner=pruner, sampler=sampler, budget=budget,
+                     experiment=experiment, seed=seed, max_retries=max_retries, source=source)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FaceSwapError(f"Sweep spec {path} not found; give the path of a YAML spec such as sweeps/tiny_cpu.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FaceSwapError(f"Sweep spec {path} is not valid YAML{where}; fix the syntax.") from None
+    return validate_spec(raw, str(path), path.resolve().parent)

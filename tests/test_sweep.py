@@ -1,0 +1,323 @@
+"""`faceswap-pl sweep`: spec validation, stale-trial recovery, the report, and a real CPU sweep."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.sweep.spec import load_spec, validate_spec
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {
+    "name": "t",
+    "base_config": ["experiments/tiny_cpu.yaml"],
+    "space": {"model.backbone": {"type": "categorical", "choices": ["unet", "linknet"]},
+              "model.w_id": {"type": "float", "low": 1.0, "high": 40.0, "log": True}},
+    "objective": {"metric": "val/id_cos", "direction": "maximize"},
+    "n_trials": 3,
+}
+
+
+def _with(**changes):
+    raw = copy.deepcopy(GOOD)
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return raw
+
+
+def test_shipped_specs_validate():
+    for name in ("tiny_cpu", "ablation", "loss_weights"):
+        spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
+        assert all(Path(c).is_file() for c in spec.base_config)
+    tiny = load_spec(REPO / "sweeps" / "tiny_cpu.yaml")
+    assert tiny.sampler == "grid" and tiny.grid() == {"model.backbone": ["unet", "linknet"],
+                                                      "model.num_aad_blocks": [1, 2]}
+    ablation = load_spec(REPO / "sweeps" / "ablation.yaml")
+    assert [Path(c).name for c in ablation.base_config] == ["ghost.yaml", "shards.yaml"]
+    assert "--model.max_iterations=20000" in ablation.fixed_args()
+
+
+def test_good_spec_defaults():
+    spec = validate_spec(GOOD, "t.yaml", REPO)
+    assert spec.experiment == "sweep-t" and spec.pruner == {"type": "none"} and spec.sampler == "tpe"
+    assert spec.base_config == [str(REPO / "experiments" / "tiny_cpu.yaml")]
+
+
+@pytest.mark.parametrize("raw, key", [
+    (_with(nmae="x"), "`nmae`"),
+    (_with(name=None), "`name`"),
+    (_with(name="a b"), "`name`"),
+    (_with(base_config=["nope.yaml"]), "`base_config[0]`"),
+    (_with(space={}), "`space`"),
+    (_with(space={"backbone": {"type": "categorical", "choices": ["unet"]}}), "`space.backbone`"),
+    (_with(space={"model.backbone": {"type": "choice", "choices": ["unet"]}}), "`space.model.backbone.type`"),
+    (_with(space={"model.backbone": {"type": "categorical", "choices": []}}), "`space.model.backbone.choices`"),
+    (_with(space={"model.w_id": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}), "`space.model.w_id.low`"),
+    (_with(space={"model.w_id": {"type": "float", "low": 2.0, "high": 1.0}}), "`space.model.w_id.low`"),
+    (_with(space={"model.w_id": {"type": "float", "high": 1.0}}), "`space.model.w_id.low`"),
+    (_with(space={"model.n": {"type": "int", "low": 1.5, "high": 3}}), "`space.model.n.low`"),
+    (_with(space={"model.w_id": {"type": "float", "low": 1.0, "high": 2.0, "lg": True}}), "`space.model.w_id.lg`"),
+    (_with(objective={"metric": "val/id_cos", "direction": "up"}), "`objective.direction`"),
+    (_with(objective={"direction": "maximize"}), "`objective.metric`"),
+    (_with(n_trials=0), "`n_trials`"),
+    (_with(pruner="hyperband"), "`pruner`"),
+    (_with(pruner={"type": "median", "n_warmup": 3}), "`pruner.n_warmup`"),
+    (_with(sampler="grid"), "`space.model.w_id`"),
+    (_with(sampler="cmaes"), "`sampler`"),
+    (_with(budget={"max_iterations": -1}), "`budget.max_iterations`"),
+    (_with(overrides=["model.x=1"]), "`overrides`"),
+    (_with(max_retries=-1), "`max_retries`"),
+])
+def test_spec_errors_name_the_key(raw, key):
+    with pytest.raises(FaceSwapError) as info:
+        validate_spec(raw, "bad.yaml", REPO)
+    message = str(info.value)
+    assert key in message and "bad.yaml" in message and ";" in message
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(FaceSwapError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(FaceSwapError, match="not valid YAML at line"):
+        load_spec(bad)
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "base.yaml").write_text("model: {}\n")
+    (spec_dir / "s.yaml").write_text(yaml.safe_dump(_with(base_config=["base.yaml"])))
+    assert load_spec(spec_dir / "s.yaml").base_config == [str((spec_dir / "base.yaml").resolve())]
+
+
+def test_cli_errors(tmp_path, capsys):
+    from faceswap_pl.cli import main
+
+    assert main(["sweep", "run", str(tmp_path / "missing.yaml")]) == 2
+    assert "error: Sweep spec" in capsys.readouterr().err
+    spec = str(REPO / "sweeps" / "tiny_cpu.yaml")
+    assert main(["sweep", "run", spec, "--gpus", "0,x"]) == 2
+    assert "--gpus" in capsys.readouterr().err
+    assert main(["sweep", "run", spec, "--gpus", "0", "--workers", "2"]) == 2
+    assert main(["sweep", "run", spec, "--storage", "redis://host/0", "--out", str(tmp_path)]) == 2
+    assert "redis://host/0" in capsys.readouterr().err
+    assert main(["sweep", "report", "nostudy", "--out", str(tmp_path)]) == 2
+    assert "No sweep journal" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "run"])
+
+
+def test_stale_running_trial_is_failed_and_retried(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from faceswap_pl.sweep.study import beat, fail_stale_trials, open_storage
+
+    spec = validate_spec(GOOD, "t.yaml", REPO)
+    study = optuna.create_study(study_name="t", storage=open_storage(str(tmp_path / "t.journal")),
+                                direction="maximize")
+    dead = study.ask({"model.backbone": optuna.distributions.CategoricalDistribution(["unet", "linknet"])})
+    alive = study.ask({"model.backbone": optuna.distributions.CategoricalDistribution(["unet", "linknet"])})
+    study._storage.set_trial_system_attr(dead._trial_id, "sweep_heartbeat", [dead._trial_id, time.time() - 120])
+    beat(study, alive._trial_id)
+    closed = []
+    assert fail_stale_trials(study, spec, grace_s=60, on_fail=closed.append) == [dead.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    retry = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(retry) == 1 and retry[0].params == dead.params
+    assert retry[0].system_attrs["failed_trial"] == dead.number and closed[0].number == dead.number
+    assert fail_stale_trials(study, spec, grace_s=60) == []  # already failed: not retried twice
+
+
+def test_report_ranks_and_plots(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from faceswap_pl.sweep.report import write_report
+
+    spec = validate_spec(_with(space={"model.backbone": {"type": "categorical", "choices": ["unet", "linknet"]},
+                                      "model.num_aad_blocks": {"type": "categorical", "choices": [1, 2]}}),
+                         "t.yaml", REPO)
+    study = optuna.create_study(study_name="t", direction="maximize")
+    dists = {"model.backbone": CategoricalDistribution(["unet", "linknet"]),
+             "model.num_aad_blocks": CategoricalDistribution([1, 2])}
+    for i, (backbone, blocks, value, state) in enumerate([("unet", 1, 0.2, TrialState.COMPLETE),
+                                                          ("unet", 2, 0.6, TrialState.COMPLETE),
+                                                          ("linknet", 1, None, TrialState.FAIL),
+                                                          ("linknet", 2, 0.4, TrialState.COMPLETE)]):
+        study.add_trial(optuna.create_trial(state=state, value=value, params={"model.backbone": backbone,
+                                            "model.num_aad_blocks": blocks}, distributions=dists,
+                                            user_attrs={"mlflow_run_id": f"run{i}"}))
+    markdown, plots = write_report(study, spec, tmp_path)
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line.split("|")[-2].strip().startswith("run")]
+    assert [r.split("|")[2].strip() for r in rows] == ["1", "3", "0", "2"]
+    assert "| COMPLETE | unet | 2 | 0.6 |" in markdown and "Best: trial 1" in markdown
+    names = {p.name for p in plots}
+    assert {"t_history.png", "t_heatmap.png"} <= names
+    assert all(p.stat().st_size > 1000 for p in plots) and (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
+    """2 CPU workers x 4 tiny grid trials; trial 1 SIGKILLs itself mid-training, becomes FAIL and is retried."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from faceswap_pl.sweep.callback import KILL_ENV
+    from faceswap_pl.sweep.launcher import report_command, run_sweep
+    from faceswap_pl.sweep.study import load_study
+
+    raw = yaml.safe_load((REPO / "sweeps" / "tiny_cpu.yaml").read_text())
+    raw["base_config"] = [str(REPO / "experiments" / "tiny_cpu.yaml")]
+    raw["overrides"] = [o for o in raw["overrides"] if "pairs" not in o] + [
+        "--data.init_args.train_pairs=4", "--data.init_args.val_pairs=4"]  # 1 iteration per epoch
+    raw["budget"] = {"max_iterations": 2}  # 2 validations: intermediate values at iterations 1 and 2
+    raw["pruner"] = "none"  # deterministic: every grid point must complete
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv(KILL_ENV, "1")
+    monkeypatch.chdir(tmp_path)
+    console = Console(width=200, record=True)
+    started = time.time()
+    assert run_sweep(str(spec_path), workers=2, accelerator="cpu", tracking_uri=uri, out=str(tmp_path / "out"),
+                     console=console) == 0
+    print(f"sweep took {time.time() - started:.0f} s")
+
+    study, spec = load_study("tiny_cpu", str(tmp_path / "out" / "tiny_cpu.journal"))
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted((t.params["model.backbone"], t.params["model.num_aad_blocks"]) for t in complete) == [
+        ("linknet", 1), ("linknet", 2), ("unet", 1), ("unet", 2)]
+    killed = next(t for t in trials if t.number == 1)
+    assert killed.state == TrialState.FAIL and "signal 9" in killed.user_attrs["error"]
+    retry = next(t for t in complete if t.system_attrs.get("failed_trial") == 1)
+    assert retry.params == killed.params
+    assert all(len(t.intermediate_values) == 2 for t in complete)
+
+    client = MlflowClient(uri)
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("sweep-tiny_cpu")
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    by_id = {r.info.run_id: r for r in children}
+    assert len(by_id) == len(trials) == 5
+    for t in trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_state"] == t.state.name
+        assert run.data.params["model.backbone"] == t.params["model.backbone"]
+        assert run.data.params["model.num_aad_blocks"] == str(t.params["model.num_aad_blocks"])
+        if t.state == TrialState.COMPLETE:
+            assert run.info.status == "FINISHED" and "val/id_cos" in run.data.metrics
+            assert run.data.metrics["objective"] == pytest.approx(t.value)
+        else:
+            assert run.info.status == "FAILED"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "tiny_cpu_history.png", "tiny_cpu_heatmap.png"} <= artifacts
+    text = console.export_text()
+    assert "Best: trial" in text
+
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "COMPLETE" in line]
+    values = [float(r.split("|")[6]) for r in rows]
+    assert len(rows) == 4 and values == sorted(values, reverse=True)
+    assert report_command(str(spec_path), out=str(tmp_path / "out"), console=console) == 0
+    del mlflow
+
+
+def test_report_callback_reports_and_prunes(tmp_path, monkeypatch):
+    """The trial subprocess's Lightning callback: trial.report at each validation, stop when pruned."""
+    import json
+    from types import SimpleNamespace
+
+    import optuna
+    import torch
+    from optuna.distributions import CategoricalDistribution
+
+    from faceswap_pl.sweep.callback import CONTEXT_ENV, OptunaReportCallback
+    from faceswap_pl.sweep.study import ATTR_SPEC, open_storage
+
+    spec = validate_spec(_with(space={"model.backbone": {"type": "categorical", "choices": ["unet", "linknet"]}},
+                               pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0}),
+                         "t.yaml", REPO)
+    storage = str(tmp_path / "t.journal")
+    study = optuna.create_study(study_name="t", storage=open_storage(storage), direction="maximize")
+    study.set_user_attr(ATTR_SPEC, spec.to_json())
+    dist = {"model.backbone": CategoricalDistribution(["unet", "linknet"])}
+    for value in (0.8, 0.9):  # two finished trials that were far better at every step
+        study.add_trial(optuna.create_trial(value=value, params={"model.backbone": "unet"}, distributions=dist,
+                                            intermediate_values={1: value, 2: value}))
+    trial = study.ask(dist)
+    context = {"storage": storage, "study": "t", "trial_id": trial._trial_id, "number": trial.number,
+               "metric": "val/id_cos", "result": str(tmp_path / "r.json"), "retry_of_failed": False}
+    (tmp_path / "c.json").write_text(json.dumps(context))
+    monkeypatch.setenv(CONTEXT_ENV, str(tmp_path / "c.json"))
+    callback = OptunaReportCallback()
+    trainer = SimpleNamespace(sanity_checking=True, is_global_zero=True, global_step=2, should_stop=False,
+                              callback_metrics={"val/id_cos": torch.tensor(0.1)})
+    callback.on_validation_end(trainer, SimpleNamespace(iteration=torch.tensor(1)))
+    assert not (tmp_path / "r.json").exists()  # the sanity check is not reported
+    trainer.sanity_checking = False
+    callback.on_validation_end(trainer, SimpleNamespace(iteration=torch.tensor(1)))
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result == {"values": [[1, pytest.approx(0.1)]], "pruned": True} and trainer.should_stop
+    assert study.get_trials()[-1].intermediate_values == {1: pytest.approx(0.1)}
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_dead_worker_trial_is_failed_and_retried_on_resume(tmp_path, monkeypatch):
+    """A worker SIGKILLed mid-trial leaves a RUNNING trial; after the heartbeat grace a resumed sweep fails it and
+    retries its parameters."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from faceswap_pl.sweep.launcher import prepare, run_sweep
+    from faceswap_pl.sweep.study import load_study
+
+    monkeypatch.setenv("FACESWAP_SWEEP_GRACE_S", "10")
+    monkeypatch.setenv("FACESWAP_SWEEP_HEARTBEAT_S", "1")
+    monkeypatch.chdir(tmp_path)
+    raw = {"name": "dw", "base_config": [str(REPO / "experiments" / "tiny_cpu.yaml")],
+           "overrides": ["--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
+                         "--trainer.enable_checkpointing=false", "--data.init_args.train_pairs=4",
+                         "--data.init_args.val_pairs=4"],
+           "space": {"model.backbone": {"type": "categorical", "choices": ["unet"]}},
+           "objective": {"metric": "val/id_cos", "direction": "maximize"}, "sampler": "grid", "n_trials": 1,
+           "budget": {"max_iterations": 2}}
+    spec_path = tmp_path / "dw.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    study, spec, storage, _ = prepare(str(spec_path), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", out=str(out))
+    worker = subprocess.Popen([sys.executable, "-m", "faceswap_pl.sweep", "worker", "--study", "dw", "--storage",
+                               storage], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not study.get_trials(states=(TrialState.RUNNING,)) and time.time() < deadline:
+        time.sleep(0.5)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+    assert run_sweep(str(spec_path), resume=True, out=str(out), console=Console(width=200)) == 0
+    study, _ = load_study("dw", storage)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == {"model.backbone": "unet"}
