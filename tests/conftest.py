@@ -58,6 +58,27 @@ def randomize_batchnorm():
     return apply
 
 
+def yunet_align(image: np.ndarray, name: str, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """The largest YuNet face of an RGB image aligned on its 5 points: (crop, 2x3 image->crop matrix).
+
+    Uses the raw YuNet file (not the converted zoo entry: tests of other modules must not depend on
+    the detector module); ``name`` names the image in failures.
+    """
+    import cv2
+
+    from faceswap_pl import zoo
+    from faceswap_pl.alignment import align_face
+
+    yunet = zoo.cache_root() / "raw" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    assert yunet.is_file(), f"{yunet} is missing; run `faceswap-pl models fetch yunet`"
+    h, w = image.shape[:2]
+    detector = cv2.FaceDetectorYN.create(str(yunet), "", (w, h), 0.8)
+    _, found = detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert found is not None and len(found) >= 1, f"no face found in {name}"
+    best = found[np.argmax(found[:, 2] * found[:, 3])]
+    return align_face(image, best[4:14].reshape(5, 2), size)
+
+
 #: media faces of six different people (the aligned Tom Hanks crop first, then faces found by YuNet)
 ALIGNED_FACE_FILES = ("single_face.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg")
 
@@ -70,21 +91,8 @@ def aligned_faces(media):
     ``ALIGNED_FACE_FILES`` aligned on its 5 points; needs the raw YuNet file (``faceswap-pl models
     fetch yunet``) and the media.
     """
-    import cv2
     import torch
 
-    from faceswap_pl import zoo
-    from faceswap_pl.alignment import align_face
-
-    yunet = zoo.cache_root() / "raw" / "yunet" / "face_detection_yunet_2023mar.onnx"
-    assert yunet.is_file(), f"{yunet} is missing; run `faceswap-pl models fetch yunet`"
     crops = [read_rgb(media("Tom_Hanks_54745.png"))]
-    for name in ALIGNED_FACE_FILES:
-        image = read_rgb(media(name))
-        h, w = image.shape[:2]
-        detector = cv2.FaceDetectorYN.create(str(yunet), "", (w, h), 0.8)
-        _, found = detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        assert found is not None and len(found) >= 1, f"no face found in {name}"
-        best = found[np.argmax(found[:, 2] * found[:, 3])]
-        crops.append(align_face(image, best[4:14].reshape(5, 2), 112)[0])
+    crops += [yunet_align(read_rgb(media(name)), name)[0] for name in ALIGNED_FACE_FILES]
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import need, read_rgb
-from faceswap_pl.alignment import align_face, arcface_template, transform_points, warp_affine
+from conftest import need, read_rgb, yunet_align
+from faceswap_pl.alignment import arcface_template, transform_points, warp_affine
 from faceswap_pl.models import tflite_import
 from faceswap_pl.models.mediapipe import (
     IRIS_CENTRE_INDICES,
@@ -57,20 +57,10 @@ def tom(media) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def detected(media) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The media faces as (full RGB image, 2x3 image->112-px-crop matrix, aligned 112-px crop)."""
-    from faceswap_pl import zoo
-
-    # the raw YuNet file (not the converted entry: this test must not depend on the detector module)
-    yunet = zoo.cache_root() / "raw" / "yunet" / "face_detection_yunet_2023mar.onnx"
-    assert yunet.is_file(), f"{yunet} is missing; run `faceswap-pl models fetch yunet`"
     found_faces = []
     for name in _FACE_FILES:
         image = read_rgb(media(name))
-        h, w = image.shape[:2]
-        detector = cv2.FaceDetectorYN.create(str(yunet), "", (w, h), 0.8)
-        _, found = detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        assert found is not None and len(found) >= 1, f"no face found in {name}"
-        best = found[np.argmax(found[:, 2] * found[:, 3])]
-        crop, matrix = align_face(image, best[4:14].reshape(5, 2), 112)
+        crop, matrix = yunet_align(image, name)
         found_faces.append((image, matrix, crop))
     return found_faces
 
