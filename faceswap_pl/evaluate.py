@@ -59,7 +59,7 @@ def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num
 
     Returns the report dictionary (also ``out/report.json``).
     """
-    from faceswap_pl.data.evalpairs import load_pairs, load_refs, save_refs, select_refs
+    from faceswap_pl.data.evalpairs import fixed_pairs
     from faceswap_pl.data.reader import resolve_shards
     from faceswap_pl.metrics import FaceEvaluator
 
@@ -70,15 +70,7 @@ def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num
     if module.hparams.identity_encoder == recognizer:
         raise FaceSwapError(f"The checkpoint was trained against {recognizer!r}; evaluate identity with another "
                             f"recognizer (--recognizer facenet).")
-    urls = resolve_shards(pairs)
-    refs_path = Path(pairs_file) if pairs_file else None
-    if refs_path is not None and refs_path.is_file():
-        refs = load_refs(refs_path)
-    else:
-        refs = select_refs(urls, num_pairs)
-        if refs_path is not None:
-            save_refs(refs_path, refs)
-    data = load_pairs(urls, refs, module.hparams.image_size)
+    data = fixed_pairs(resolve_shards(pairs), num_pairs, module.hparams.image_size, refs_file=pairs_file)
     evaluator = FaceEvaluator(recognizer=recognizer).to(device)
     swaps, per_pair = [], {name: [] for name in PER_PAIR_DIRECTION}
     with torch.no_grad():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from faceswap_pl.errors import FaceSwapError, ModelFileError
+from faceswap_pl.zoo.store import sha256_of
 
 FORMAT = "faceswap-pl-generator/1"
 WEIGHTS_FILE = "generator.safetensors"
@@ -79,14 +79,6 @@ def _swap_only(generator):
             return self.generator(target, source_embedding)[0]
 
     return SwapOnly(generator).eval()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sample_inputs(batch: int, image_size: int, id_dim: int, seed: int):
@@ -411,7 +403,7 @@ def export_generator(checkpoint_or_module, out_dir: str | Path, *, opset: int = 
     else:
         metrics, report = _evaluation_metrics(checkpoint)
         metrics_source = f"evaluation report `{report}`" if report else None
-    files = {name: {"path": str(out / name), "bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
+    files = {name: {"path": str(out / name), "bytes": (out / name).stat().st_size, "sha256": sha256_of(out / name)}
              for name in written}
     (out / CARD_FILE).write_text(_model_card(config, files, metrics, metrics_source, checkpoint, run_id, onnx_info))
     return {"out_dir": str(out), "checkpoint": checkpoint, "run_id": run_id, "config": config, "files": files,
@@ -511,7 +503,7 @@ def register_export(out_dir: str | Path, name: str, run_id: str | None = None,
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name, description="faceswap-pl swap generator (AEI-Net) exports")
-        tags = {f"sha256.{p.name}": sha256_file(p) for p in sorted(out.iterdir()) if p.suffix != ".md"}
+        tags = {f"sha256.{p.name}": sha256_of(p) for p in sorted(out.iterdir()) if p.suffix != ".md"}
         version = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                               description=f"faceswap-pl export of {out.resolve()}")
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)

@@ -91,14 +91,17 @@ class EvaluationCallback(L.Callback):
         evaluator.reset()
         was_training = pl_module.training
         pl_module.eval()
+        mine = torch.arange(rank, len(pairs), world)
+        shown = mine[:self.grid_pairs]  # the grid shows rank 0's first pairs, reusing their swaps
+        grid_swaps = []
         try:
-            mine = torch.arange(rank, len(pairs), world)
             for start in range(0, len(mine), self.batch_size):
                 batch = _select(pairs, mine[start:start + self.batch_size], pl_module.device)
                 swap = pl_module(batch["target"], pl_module.source_embedding(batch)).float()
                 evaluator.update(swap, batch["source"], batch["target"], batch["source_identity"])
+                if start < len(shown):
+                    grid_swaps.append(swap[:len(shown) - start].cpu())
             metrics = evaluator.compute()
-            grid = self._grid(pairs, pl_module) if self.grid_pairs and trainer.is_global_zero else None
         finally:
             pl_module.train(was_training)
         metrics["select"] = self.selection_score(metrics)
@@ -106,7 +109,9 @@ class EvaluationCallback(L.Callback):
         self._last_iteration = iteration
         self.history.append({"iteration": float(iteration), **metrics})
         self._log(trainer, metrics, iteration)
-        if grid is not None:
+        if len(shown) and trainer.is_global_zero:
+            grid = image_grid([pairs.source[shown], pairs.target[shown], torch.cat(grid_swaps)],
+                              titles=["source", "target", "swap"])
             self._log_grid(trainer, grid, iteration)
         return metrics
 
@@ -115,12 +120,6 @@ class EvaluationCallback(L.Callback):
         if self.expression_bound is None or metrics["expression"] <= self.expression_bound:
             return top1
         return top1 - 1.0
-
-    def _grid(self, pairs, pl_module: L.LightningModule):
-        chosen = torch.arange(min(self.grid_pairs, len(pairs)))
-        batch = _select(pairs, chosen, pl_module.device)
-        swap = pl_module(batch["target"], pl_module.source_embedding(batch))
-        return image_grid([batch["source"], batch["target"], swap], titles=["source", "target", "swap"])
 
     # -- logging ------------------------------------------------------------------------------
     def _log(self, trainer: L.Trainer, metrics: dict[str, float], iteration: int) -> None:

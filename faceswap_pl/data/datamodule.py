@@ -19,14 +19,13 @@ and :attr:`FaceSwapDataModule.corrupt_frames` is this rank's running total.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
 from faceswap_pl.data.augment import build_augment
-from faceswap_pl.data.evalpairs import EvalPairs, load_pairs, load_refs, save_refs, select_refs
+from faceswap_pl.data.evalpairs import EvalPairs, fixed_pairs
 from faceswap_pl.data.loader import START_METHODS, PairDataset, PairLoader
 from faceswap_pl.data.reader import manifest_of, resolve_shards
 from faceswap_pl.errors import FaceSwapError
@@ -137,12 +136,5 @@ class FaceSwapDataModule(L.LightningDataModule):
         if self._eval is None:
             hp = self.hparams
             urls = resolve_shards(hp.val if hp.val is not None else hp.train)
-            path = Path(hp.eval_pairs_file) if hp.eval_pairs_file else None
-            if path is not None and path.is_file():
-                refs = load_refs(path)
-            else:
-                refs = select_refs(urls, hp.eval_pairs)
-                if path is not None:
-                    save_refs(path, refs)
-            self._eval = load_pairs(urls, refs, hp.image_size, hp.use_embeddings)
+            self._eval = fixed_pairs(urls, hp.eval_pairs, hp.image_size, hp.use_embeddings, hp.eval_pairs_file)
         return self._eval

@@ -145,3 +145,17 @@ def load_refs(path: str | Path) -> list[PairRef]:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         raise ShardSchemaError(f"Evaluation pairs file {path} is unreadable ({error}); delete it to choose the pairs "
                                f"again.") from None
+
+
+def fixed_pairs(urls: Sequence[str], count: int, image_size: int, embeddings: bool = False,
+                refs_file: str | Path | None = None) -> EvalPairs:
+    """The fixed evaluation pairs of ``urls``, decoded: references read from ``refs_file`` when it exists,
+    else chosen (:func:`select_refs`) and, with ``refs_file``, written there."""
+    path = Path(refs_file) if refs_file else None
+    if path is not None and path.is_file():
+        refs = load_refs(path)
+    else:
+        refs = select_refs(urls, count)
+        if path is not None:
+            save_refs(path, refs)
+    return load_pairs(urls, refs, image_size, embeddings)
