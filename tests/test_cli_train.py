@@ -26,7 +26,8 @@ def test_every_experiment_config_parses(capsys):
     for path in sorted((ROOT / "experiments").rglob("*.yaml")):
         if path.parent.name == "data":
             continue
-        args = ["fit", "--config", str(path)]
+        command = ["restoration", "fit"] if path.name.startswith("restoration") else ["fit"]  # RestorationModule
+        args = [*command, "--config", str(path)]
         if "data" not in yaml.safe_load(path.read_text()):
             args += ["--config", str(ROOT / "experiments" / "data" / "synthetic.yaml")]
         with pytest.raises(SystemExit) as done:
