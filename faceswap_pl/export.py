@@ -523,11 +523,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console = _console()
     started = time.perf_counter()
-    checkpoint = Path(args.checkpoint) if args.checkpoint else find_run_checkpoint(args.run, args.tracking_uri)
-    if args.run:
-        console.print(f"run {args.run}: checkpoint {checkpoint}")
+    run_id, tracking_uri = args.run, args.tracking_uri
+    if args.best:
+        from faceswap_pl.sweep.launcher import best_trial_run
+
+        run_id, study_uri, trial = best_trial_run(args.best, storage=args.storage, out=args.sweep_out)
+        tracking_uri = tracking_uri or study_uri
+        console.print(f"sweep {args.best}: best trial {trial.number} (objective {trial.value:.4g}, {trial.params}), "
+                      f"MLflow run {run_id}")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else find_run_checkpoint(run_id, tracking_uri)
+    if run_id:
+        console.print(f"run {run_id}: checkpoint {checkpoint}")
     info = export_generator(checkpoint, args.out, opset=args.opset, onnx=not args.no_onnx, tolerance=args.tolerance,
-                            run_id=args.run, tracking_uri=args.tracking_uri)
+                            run_id=run_id, tracking_uri=tracking_uri)
     table = Table(title=f"Exported generator -> {info['out_dir']}")
     for column in ("file", "MB", "sha256"):
         table.add_column(column, justify="right" if column == "MB" else "left")
@@ -544,7 +552,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"ONNX (opset {info['onnx']['opset']}) vs torch, max abs difference: {diffs} "
                       f"(tolerance {info['onnx']['tolerance']:g})")
     if args.register:
-        reg = register_export(info["out_dir"], args.register, run_id=args.run, tracking_uri=args.tracking_uri)
+        reg = register_export(info["out_dir"], args.register, run_id=run_id, tracking_uri=tracking_uri)
         console.print(f"registered {reg['name']} version {reg['version']} (alias {CHAMPION_ALIAS}) from run "
                       f"{reg['run_id']} in {reg['tracking_uri']}")
     console.print(f"done in {time.perf_counter() - started:.1f} s; model card: {Path(info['out_dir']) / CARD_FILE}")
@@ -581,6 +589,11 @@ def add_export_parser(sub) -> None:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="PATH", help="a .ckpt written by `faceswap-pl fit`")
     source.add_argument("--run", metavar="RUN_ID", help="MLflow run id: its best-*.ckpt, else last.ckpt")
+    source.add_argument("--best", metavar="STUDY", help="the best completed trial of a sweep (study name or spec "
+                        "YAML): its MLflow run's checkpoint, tracked in the sweep's MLflow store")
+    export.add_argument("--storage", metavar="URL", help="Optuna storage of --best (default "
+                        "outputs/sweeps/<name>/<name>.journal)")
+    export.add_argument("--sweep-out", metavar="DIR", help="sweep folder of --best (default outputs/sweeps/<name>)")
     export.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow store of --run / --register (default: $MLFLOW_TRACKING_URI, else "
                              "sqlite:///mlruns.db in the current folder)")

@@ -57,6 +57,9 @@ def test_fit_logs_to_mlflow_in_sqlite(tmp_path, monkeypatch):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     run = client.search_runs([client.get_experiment_by_name("tiny_cpu").experiment_id])[0]
     assert run.data.params["backbone"] == "unet" and run.data.params["max_iterations"] == "2"
+    # the resolved config as flattened params too
+    assert run.data.params["model.max_iterations"] == "2" and run.data.params["trainer.default_root_dir"] == "outputs"
+    assert run.data.params["data.init_args.batch_size"] == "4"
     assert {"train/loss_g", "train/id", "val/id_cos"} <= set(run.data.metrics)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")]

@@ -235,6 +235,20 @@ def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
     values = [float(r.split("|")[6]) for r in rows]
     assert len(rows) == 4 and values == sorted(values, reverse=True)
     assert report_command(str(spec_path), out=str(tmp_path / "out"), console=console) == 0
+
+    # export --best: the checkpoint of the best completed trial's run
+    import json
+
+    from faceswap_pl.cli import main
+
+    best = max(complete, key=lambda t: t.value)
+    assert main(["export", "--best", str(spec_path), "--sweep-out", str(tmp_path / "out"),
+                 "--out", str(tmp_path / "export")]) == 0
+    card = (tmp_path / "export" / "model_card.md").read_text()
+    assert best.user_attrs["mlflow_run_id"] in card
+    config = json.loads((tmp_path / "export" / "generator.json").read_text())
+    assert (config["backbone"], config["num_aad_blocks"]) == (best.params["model.backbone"],
+                                                              best.params["model.num_aad_blocks"])
     del mlflow
 
 
@@ -321,3 +335,101 @@ def test_dead_worker_trial_is_failed_and_retried_on_resume(tmp_path, monkeypatch
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == {"model.backbone": "unet"}
+
+
+def _postgres_binaries() -> tuple[str, str] | None:
+    import glob
+    import shutil
+
+    for name in ("initdb", "pg_ctl"):
+        if not shutil.which(name) and not glob.glob(f"/usr/lib/postgresql/*/bin/{name}"):
+            return None
+    found = []
+    for name in ("initdb", "pg_ctl"):
+        found.append(shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1])
+    return found[0], found[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (free port) with database `optuna`; yields its SQLAlchemy URL."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    binaries = _postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
+    psycopg2 = pytest.importorskip("psycopg2")
+    initdb, pg_ctl = binaries
+    base = Path(tempfile.mkdtemp(prefix="faceswap-pl-pg-"))
+    os.chmod(base, 0o777)
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "sweep", "--auth=trust", "-E", "UTF8"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60",
+                    "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="sweep", dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE optuna")
+        connection.close()
+        yield f"postgresql+psycopg2://sweep@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_postgres_storage_launcher_and_joined_host(tmp_path, monkeypatch, postgres_url):
+    """Two "hosts" share a study in a real PostgreSQL server: the launcher's worker and a `--join` worker split the
+    4 grid trials, and the launcher reports all of them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from faceswap_pl.sweep.launcher import run_sweep
+
+    raw = yaml.safe_load((REPO / "sweeps" / "tiny_cpu.yaml").read_text())
+    raw["base_config"] = [str(REPO / "experiments" / "tiny_cpu.yaml")]
+    raw["overrides"] = [o for o in raw["overrides"] if "pairs" not in o] + [
+        "--data.init_args.train_pairs=4", "--data.init_args.val_pairs=4", "--trainer.enable_checkpointing=false"]
+    raw["budget"] = {"max_iterations": 1}
+    raw["pruner"] = "none"
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "faceswap_pl.cli", "sweep", "run", str(spec_path), "--workers", "1", "--storage",
+         postgres_url, "--tracking-uri", uri, "--out", str(tmp_path / "out")],
+        stdout=open(tmp_path / "launcher.log", "w"), stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 180
+    while time.time() < deadline:  # the second host joins once the study exists
+        if "tiny_cpu" in [s.study_name for s in optuna.get_all_study_summaries(postgres_url)]:
+            break
+        assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()
+        time.sleep(1)
+    assert run_sweep(str(spec_path), workers=1, accelerator="cpu", storage=postgres_url, join=True,
+                     console=Console(width=200)) == 0
+    assert launcher.wait(timeout=600) == 0, (tmp_path / "launcher.log").read_text()
+
+    study = optuna.load_study(study_name="tiny_cpu", storage=postgres_url)
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "out" / "trials").glob("trial-*[0-9].json")}
+    assert len(pids) == 2, "both hosts' workers should have run trials"
+    assert "Best: trial" in (tmp_path / "launcher.log").read_text()

@@ -166,15 +166,11 @@ def run_sweep(spec_path, gpus=None, workers=None, accelerator=None, storage=None
     return 0 if done >= effective_trials(spec) and not bad else 1
 
 
-def report_command(target: str, storage=None, out=None, console=None) -> int:
-    from rich.markdown import Markdown
-
-    from faceswap_pl.sweep.report import log_report, write_report
-
+def open_sweep(target: str, storage=None, out=None):
+    """The study of a sweep named by its study name or spec YAML; returns (study, spec, sweep folder)."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        spec = load_spec(path)
-        name = spec.name
+        name = load_spec(path).name
     else:
         name = target
     base = Path(out) if out else DEFAULT_OUT / name
@@ -183,7 +179,33 @@ def report_command(target: str, storage=None, out=None, console=None) -> int:
         raise FaceSwapError(f"No sweep journal at {storage}; pass --storage URL (or --out DIR) of the sweep "
                             f"{name!r}.")
     study, spec = load_study(name, storage)
-    out = Path(out) if out else Path(study.user_attrs.get(ATTR_OUT, base))
+    return study, spec, Path(out) if out else Path(study.user_attrs.get(ATTR_OUT, base))
+
+
+def best_trial_run(target: str, storage=None, out=None) -> tuple[str, str, object]:
+    """(MLflow run id, tracking URI, trial) of the best completed trial of a sweep."""
+    from optuna.trial import TrialState
+
+    study, spec, _ = open_sweep(target, storage, out)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        raise FaceSwapError(f"Sweep {spec.name!r} has no completed trial yet; wait for one, or continue it with "
+                            f"`faceswap-pl sweep run {spec.source or spec.name} --resume`.")
+    pick = max if spec.direction == "maximize" else min
+    best = pick(complete, key=lambda t: t.value)
+    run_id = best.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        raise FaceSwapError(f"Trial {best.number} of sweep {spec.name!r} has no MLflow run id; export its checkpoint "
+                            f"with --checkpoint PATH.")
+    return run_id, study.user_attrs[ATTR_URI], best
+
+
+def report_command(target: str, storage=None, out=None, console=None) -> int:
+    from rich.markdown import Markdown
+
+    from faceswap_pl.sweep.report import log_report, write_report
+
+    study, spec, out = open_sweep(target, storage, out)
     markdown, plots = write_report(study, spec, out)
     try:
         log_report(study.user_attrs[ATTR_URI], study.user_attrs[ATTR_PARENT], [out / "report.md", *plots])
