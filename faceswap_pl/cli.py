@@ -13,6 +13,7 @@ from pathlib import Path
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.export import add_export_parser
+from faceswap_pl.inference.swap import add_swap_parser
 from faceswap_pl.sweep import add_sweep_parser
 from faceswap_pl.tracking import add_runs_parser
 
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runs_parser(sub)
     add_sweep_parser(sub)
     add_export_parser(sub)
+    add_swap_parser(sub)
     return parser
 
 
