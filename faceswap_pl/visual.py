@@ -63,3 +63,12 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise FaceSwapError(f"Could not write {path}; check that the folder is writable.")
     return path
+
+
+def face_square(image: np.ndarray, box, side: int = 256) -> np.ndarray:
+    """A square of twice the face box's size around its centre (black beyond the image), resized to ``side`` pixels."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    scale = side / (2 * max(x1 - x0, y1 - y0, 1.0))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    matrix = np.array([[scale, 0, side / 2 - scale * cx], [0, scale, side / 2 - scale * cy]])
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)

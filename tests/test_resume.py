@@ -1,0 +1,92 @@
+"""Pre-emption: a training killed with SIGKILL resumes with `--ckpt_path last` at its iteration, in its MLflow run;
+checkpoint writes are atomic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceswap_pl.cli import main
+from faceswap_pl.resume import atomic_torch_save
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_iterations=8",
+        "--model.width=0.0625", "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.train_pairs=8",  # batch 4: 2 iterations per epoch
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.save_last=true", "--trainer.callbacks.every_n_train_steps=2"]
+
+
+def _iteration(path: Path) -> int:
+    from faceswap_pl.models.checkpoint import _torch_load
+
+    return int(_torch_load(path)["state_dict"]["iteration"])
+
+
+def test_killed_training_resumes_in_the_same_mlflow_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "faceswap_pl.cli", "fit", *ARGS], stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
+    deadline, last = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(Path("outputs").glob("*/*/checkpoints/last.ckpt"))
+        if found and _iteration(found[0]) >= 3:
+            last = found[0]
+            break
+        time.sleep(0.2)
+    assert last is not None, (tmp_path / "first.log").read_text()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _iteration(last)
+    assert 3 <= killed_at < 8
+    client = mlflow.MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    experiment = client.get_experiment_by_name("tiny_cpu")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "RUNNING"  # killed: nobody closed it
+    assert last.parent.parent.name == run.info.run_id
+
+    assert main(["fit", *ARGS, "--ckpt_path", "last"]) == 0
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.info.run_id]  # the same run, not a new one
+    assert runs[0].info.status == "FINISHED"
+    assert _iteration(last) == 8
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")})
+    assert steps == list(range(8))  # one curve: iterations before the kill and after the resume
+    assert not list(Path("outputs").rglob(".*partial*"))
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in ARGS if "max_iterations" not in a] + ["--model.max_iterations=2"]
+    assert main(["fit", *args, "--ckpt_path", "last"]) == 0
+    assert "training starts from the beginning" in capsys.readouterr().out
+    (last,) = Path("outputs").glob("*/*/checkpoints/last.ckpt")
+    assert _iteration(last) == 2
+
+
+def test_atomic_save_keeps_the_old_file_when_the_write_dies(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"iteration": 1}, path)
+
+    def dies_half_way(obj, handle):
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the job is pre-empted during the write
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"iteration": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"iteration": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
