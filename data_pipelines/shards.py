@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from data_pipelines.errors import OutputDirError
 from faceswap_pl.data.schema import SHARD_PATTERN, GroupMeta, ShardInfo, frame_name, sample_key
 
 _MTIME = 946684800  # 2000-01-01: fixed so that rewriting a shard gives the same bytes
@@ -133,12 +134,18 @@ def write_shard(path: Path, groups: list[PlannedGroup], load: Callable[[PlannedG
                 embedding: str | None) -> ShardInfo:
     """Write a shard to ``<path>.tmp`` and rename it into place (readers never see half a shard)."""
     temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
-        sink = _HashingWriter(handle)
-        frames = write_tar(sink, groups, load, size, embedding)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as handle:
+            sink = _HashingWriter(handle)
+            frames = write_tar(sink, groups, load, size, embedding)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:  # a full disk, a quota, a vanished mount: keep no half shard
+        temp.unlink(missing_ok=True)
+        reason = error.strerror or type(error).__name__
+        raise OutputDirError(f"Writing shard '{path}' failed ({reason}); free space in '{path.parent}' and run the "
+                             f"same command again (finished shards are kept).") from error
     return ShardInfo(name=path.name, sha256=sink.hash.hexdigest(), groups=len(groups), frames=frames, bytes=sink.count)
 
 

@@ -411,3 +411,15 @@ def test_lightning_fit_takes_the_loader_length_each_epoch(dataset, tmp_path, wit
     trainer.fit(module, datamodule=dm)
     assert module.seen == [0] * 5 + [1] * 5
     assert module.val_batches == (4 if with_val else 0)
+
+
+@pytest.mark.parametrize("name", ["../evil.meta.json", "/etc/id000000_g0000.meta.json", "sub/id000000_g0000.f00.jpg",
+                                  "..\\x.jpg"])
+def test_member_names_with_paths_are_refused(tmp_path, name):
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ShardSchemaError, match=r"holds a member named .* \(a path, not a flat name\)"):
+        list(read_groups([str(shard)]))

@@ -273,3 +273,29 @@ def test_cli_build_reports_errors(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: The input folder") and "holds no images or videos" in error
     assert error.count("\n") == 1
+
+
+def test_full_disk_while_writing_shards_keeps_no_half_shard(identity_tree, tmp_path, monkeypatch, capsys):
+    """ENOSPC in the middle of a shard: one sentence, exit 2, no .tmp or manifest left, a rerun completes."""
+    import errno
+
+    from data_pipelines import shards
+    from faceswap_pl.cli import main
+
+    real_write, written = shards._HashingWriter.write, {"bytes": 0}
+
+    def fills_up(self, data):
+        written["bytes"] += len(data)
+        if written["bytes"] > 200_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(shards._HashingWriter, "write", fills_up)
+    out = tmp_path / "out"
+    assert main(["shards", "build", str(identity_tree), "--out", str(out), "--workers", "0", "--quiet"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "No space left on device" in message and "run the same command again" in message
+    assert not list(out.glob("*.tmp")) and not (out / MANIFEST).exists()
+    monkeypatch.undo()
+    assert main(["shards", "build", str(identity_tree), "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    assert (out / MANIFEST).is_file()

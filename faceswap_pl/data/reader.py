@@ -246,6 +246,13 @@ def _truncated(url: str, reason: str) -> ShardReadError:
                           f"again or rebuild the dataset with `faceswap-pl shards build`.")
 
 
+def _check_member_name(url: str, name: str) -> None:
+    """Shards are flat: a member name with a folder part (``a/b``, ``/abs``, ``../x``) is refused, never used."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ShardSchemaError(f"Shard {url} holds a member named {name!r} (a path, not a flat name); it was not "
+                               f"written by `faceswap-pl shards build` — rebuild it, and do not extract it.")
+
+
 def _members(url: str) -> Iterator[dict]:
     """The tar members of ``url`` (``gopen``: files, ``pipe:``, http...), checked to end with a tar's end blocks.
 
@@ -255,6 +262,7 @@ def _members(url: str) -> Iterator[dict]:
     stream = _TailReader(gopen(url, "rb"))
     try:
         for member in tar_file_iterator(stream):
+            _check_member_name(url, member.get("fname", ""))
             member["__url__"] = url
             yield member
         if not stream.ends_properly():
