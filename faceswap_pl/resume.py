@@ -119,16 +119,38 @@ def resolve_last(config) -> str | None:
     return f"resuming {newest}"
 
 
+def check_checkpoint_path(config) -> None:
+    """``--ckpt_path FILE`` must exist and hold only weights: it is read once with ``weights_only=True`` (a
+    pickle that would run code is refused with the reason) before Lightning loads it, also weights-only."""
+    from faceswap_pl.models.checkpoint import CheckpointNotFoundError, _torch_load
+
+    if "weights_only" in config and config.get("weights_only") is None:
+        config.weights_only = True
+    path = config.get("ckpt_path")
+    if not path or path in ("last", "best", "hpc", "registry") or "://" in str(path):
+        return
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"--ckpt_path {path} does not exist; pass a .ckpt written by `faceswap-pl "
+                                      f"fit` (outputs/<experiment>/<run>/checkpoints/), or `last` to resume.")
+    _torch_load(path)
+
+
 def cli_class():
     """LightningCLI with ``--ckpt_path last`` resolution and atomic checkpoint writes."""
     from lightning.pytorch.cli import LightningCLI
 
     class FaceSwapLightningCLI(LightningCLI):
-        def before_instantiate_classes(self) -> None:
-            if self.subcommand == "fit":
-                message = resolve_last(self.config["fit"])
-                if message:
-                    print(message, flush=True)
+        def _parse_ckpt_path(self) -> None:  # runs right after parsing, before Lightning reads the checkpoint
+            subcommand = self.config.get("subcommand")
+            if subcommand:
+                config = self.config[subcommand]
+                if subcommand == "fit":
+                    message = resolve_last(config)
+                    if message:
+                        print(message, flush=True)
+                check_checkpoint_path(config)
+            super()._parse_ckpt_path()
 
         def before_fit(self) -> None:
             use_atomic_checkpoints(self.trainer)

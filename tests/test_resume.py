@@ -90,3 +90,21 @@ def test_atomic_save_keeps_the_old_file_when_the_write_dies(tmp_path, monkeypatc
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"iteration": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+class _MakeDirOnLoad:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+def test_ckpt_path_that_would_run_code_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {}, "hook": _MakeDirOnLoad(str(marker))}, tmp_path / "evil.ckpt")
+    assert main(["fit", *ARGS, "--ckpt_path", str(tmp_path / "evil.ckpt")]) == 2
+    assert "Refused" in capsys.readouterr().err and not marker.exists()
+    assert main(["validate", *ARGS, "--ckpt_path", str(tmp_path / "missing.ckpt")]) == 2
+    assert "missing.ckpt does not exist" in capsys.readouterr().err
