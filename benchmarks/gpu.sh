@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU checks in one short run (about 10 minutes on an H100): bf16 (and tf32) training images/s and MFU at
+# GHOST's configuration, the ONNX export of a GHOST-size generator checked against torch on the device, and
+# video swap frames/s. The CPU test suite never needs this. Tables go to stdout and to $OUT/gpu.md when $OUT is set.
+#   bash benchmarks/gpu.sh            # from the repository root, with .venv (make venv) or the active python
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+REPORT=${OUT:-/tmp}/gpu.md
+{
+echo "## $(date -u +%F) $($PY -c 'import torch; print(torch.cuda.get_device_name(), "| torch", torch.__version__)')"
+echo
+echo "### Training (benchmarks/gpu_train.py: unet, 2 AAD blocks, 256 px, ArcFace iresnet100 identity loss)"
+$PY benchmarks/gpu_train.py --precision bf16 32 --batch 16 --iterations 20 --warmup 5
+echo
+echo "### ONNX export of a GHOST-size generator, onnxruntime vs torch on the device"
+$PY - <<'PYEOF'
+import tempfile, torch
+from faceswap_pl.export import OnnxGenerator, export_generator, load_exported_generator
+from faceswap_pl.module import FaceSwapModule
+torch.manual_seed(0)
+module = FaceSwapModule(backbone="unet", num_aad_blocks=2, image_size=256, width=1.0, identity_encoder="sface")
+with tempfile.TemporaryDirectory() as out:
+    info = export_generator(module, out)
+    net = load_exported_generator(out, device="cuda")
+    target = torch.rand(4, 3, 256, 256, device="cuda") * 2 - 1
+    emb = torch.nn.functional.normalize(torch.randn(4, info["config"]["id_dim"], device="cuda"), dim=-1)
+    with torch.no_grad():
+        reference = net(target, emb)[0]
+    onnx = OnnxGenerator(out)(target, emb)
+    print(f"export check (CPU onnxruntime vs CPU torch): {info['onnx']['max_abs_diff']}; "
+          f"onnxruntime vs torch on {torch.cuda.get_device_name()}: max abs diff "
+          f"{(onnx - reference).abs().max().item():.2e}")
+PYEOF
+echo
+echo "### Video swap (benchmarks/video.py, GHOST-size generator, random weights)"
+$PY benchmarks/video.py --device cuda --image-size 256 --width 1 --batch 16
+} 2>&1 | tee "$REPORT"
+echo "report: $REPORT"
