@@ -288,11 +288,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"export:      {export_dir.resolve()} (ONNX vs torch max abs difference {onnx_diff:.1e}; "
                   f"registered as models:/demo-generator@champion)")
     console.print(f"swaps:       {swaps['image'].resolve()} and {swaps['video'].resolve()} (source: "
-                  f"{swaps['source'].name}; side by side: {swaps['sheet'].resolve()}); FaceNet cosine to the "
-                  f"source {swaps['cos_target_to_source']:.3f} before the swap -> {swaps['cos_swap_to_source']:.3f}")
+                  f"{swaps['source'].name}; side by side: {swaps['sheet'].resolve()}); FaceNet cosine of the "
+                  f"face in the picture to the source: {swaps['cos_target_to_source']:.3f} (the person there) -> "
+                  f"{swaps['cos_swap_to_source']:.3f} (the swap)")
     if before_after:
         console.print(f"training:    eval/id_cos {before_after[0]:.3f} at iteration 0 -> {before_after[1]:.3f} "
-                      f"at the end (FaceNet cosine of swaps to their sources)")
+                      f"at the end (FaceNet cosine of swaps to their sources, 32 pairs of held-out people)")
     console.print(f"MLflow runs: {Path('mlruns.db').resolve()}; compare them with `faceswap-pl runs compare`, "
                   f"browse them with\n             {mlflow_ui_command('sqlite:///mlruns.db')}")
     return 0
@@ -338,11 +339,11 @@ def _demo_swaps(export_dir: Path, out: Path, console) -> dict[str, Path]:
              ((source_image, source_face), (target, target_face), (read_image(image), target_face))]
     with torch.no_grad():
         embeddings = torch.nn.functional.normalize(recognizer(to_tensor(crops, "cpu")), dim=-1)
-    summary = {"source": DEMO_SOURCE, "target": DEMO_IMAGE, "recognizer": "facenet",
+    summary = {"source_image": DEMO_SOURCE, "target_image": DEMO_IMAGE, "recognizer": "facenet",
                "cos_target_to_source": float(embeddings[1] @ embeddings[0]),
                "cos_swap_to_source": float(embeddings[2] @ embeddings[0])}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return {"image": image, "video": video, "sheet": out / "sheet.png", "source": source, **summary}
+    return {**summary, "image": image, "video": video, "sheet": out / "sheet.png", "source": source}
 
 
 def _demo_identity_curve(run_id: str) -> tuple[float, float] | None:
