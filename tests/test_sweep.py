@@ -433,3 +433,42 @@ def test_postgres_storage_launcher_and_joined_host(tmp_path, monkeypatch, postgr
     pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "out" / "trials").glob("trial-*[0-9].json")}
     assert len(pids) == 2, "both hosts' workers should have run trials"
     assert "Best: trial" in (tmp_path / "launcher.log").read_text()
+
+
+def test_gpu_workers_get_one_gpu_each_and_their_own_seeds(tmp_path, monkeypatch):
+    """`--gpus 0,2,5`: three worker processes, worker i sees only GPU i of the list, trains on `gpu`, its own seed."""
+    import subprocess
+
+    from rich.console import Console
+
+    from faceswap_pl.sweep import launcher
+
+    started = []
+
+    class FakeWorker:
+        returncode = 0
+
+        def __init__(self, argv, env=None, **kwargs):
+            started.append((argv, env))
+
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(launcher, "subprocess", SimpleNamespace(Popen=FakeWorker, STDOUT=subprocess.STDOUT,
+                                                                TimeoutExpired=subprocess.TimeoutExpired))
+    monkeypatch.setattr(launcher, "_progress", lambda *args, **kwargs: None)
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "t.yaml"
+    spec.write_text(yaml.safe_dump({**GOOD, "base_config": [str(REPO / "experiments" / "tiny_cpu.yaml")]}))
+    launcher.run_sweep(str(spec), gpus="0,2,5", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", out=str(tmp_path / "o"),
+                       console=Console(width=200))
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["0", "2", "5"]
+    for argv, _ in started:
+        assert argv[argv.index("--accelerator") + 1] == "gpu"
+    seeds = [int(argv[argv.index("--seed") + 1]) for argv, _ in started]
+    assert len(set(seeds)) == 3
