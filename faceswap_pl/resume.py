@@ -119,6 +119,17 @@ def resolve_last(config) -> str | None:
     return f"resuming {newest}"
 
 
+def absolute_tracking_uri(config) -> None:
+    """Make the MLflow logger's tracking URI absolute against the current folder (``sqlite:///mlruns.db`` ->
+    ``sqlite:////abs/mlruns.db``): the run's parameters then say where it lives, and MLflow, which caches one
+    store per URI string in a process, never writes to the database of an earlier working folder."""
+    from faceswap_pl.tracking import resolve_tracking_uri
+
+    logger, init_args = _logger_of(config.trainer)
+    if logger is not None and init_args.get("tracking_uri"):
+        init_args["tracking_uri"] = resolve_tracking_uri(init_args["tracking_uri"])
+
+
 def check_checkpoint_path(config) -> None:
     """``--ckpt_path FILE`` must exist and hold only weights: it is read once with ``weights_only=True`` (a
     pickle that would run code is refused with the reason) before Lightning loads it, also weights-only."""
@@ -145,6 +156,7 @@ def cli_class():
             subcommand = self.config.get("subcommand")
             if subcommand:
                 config = self.config[subcommand]
+                absolute_tracking_uri(config)
                 if subcommand == "fit":
                     message = resolve_last(config)
                     if message:
