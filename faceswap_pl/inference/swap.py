@@ -98,9 +98,11 @@ def cmd_swap(args: argparse.Namespace) -> int:
     targets = targets_of(Path(args.target))
     out = Path(args.out)
     if len(targets) == 1 and not Path(args.target).is_dir():
-        expected = ".mp4/.mov/.mkv" if is_video(targets[0]) else ".png/.jpg"
-        if out.suffix == "" or out.is_dir():
-            raise MediaError(f"--out {out} must be a file name ending in {expected} for one target.")
+        video = is_video(targets[0])
+        allowed = (".mp4", ".mov", ".mkv") if video else (".png", ".jpg", ".jpeg")
+        if out.is_dir() or out.suffix.lower() not in allowed:
+            raise MediaError(f"--out {out} must be a file name ending in {' or '.join(allowed)} for the "
+                             f"{'video' if video else 'image'} {targets[0].name}.")
     source = read_image(args.source, "source image")
     reference = read_image(args.target_face, "reference image (--target-face)") if args.target_face else None
     model = SwapModel.load(args.model, backend=args.backend, device=args.device,
