@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 # dense tensor-core peaks, TFLOP/s (vendor datasheets): bf16 / fp32 (TF32 tensor cores for "32")
-PEAK_TFLOPS = {
+PEAK_TFLOPS = {  # more specific names first: the first key found in the device name wins
+    "H100 PCIe": {"bf16": 756.0, "32": 378.0},
+    "H100 NVL": {"bf16": 835.0, "32": 417.5},
     "H100": {"bf16": 989.4, "32": 494.7},
     "H200": {"bf16": 989.4, "32": 494.7},
     "A100": {"bf16": 312.0, "32": 156.0},
@@ -61,12 +63,15 @@ def run_one(cfg: dict) -> dict:
     precision = "bf16-mixed" if cfg["precision"] == "bf16" else "32-true"
 
     def fit(iterations: int, callbacks: list):
+        # recompute_levels=0: no AAD layer is run twice, so the counted FLOPs are the model's (MFU, not HFU)
         module = FaceSwapModule(backbone="unet", num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"],
                                 width=cfg["width"], identity_encoder="arcface_iresnet100",
-                                identity_weights=str(weights), max_iterations=iterations)
+                                identity_weights=str(weights), max_iterations=iterations, recompute_levels=0)
         data = SyntheticPairDataModule(image_size=cfg["image_size"], batch_size=cfg["batch"],
                                        train_pairs=cfg["batch"] * iterations, num_workers=2)
-        trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision=precision, max_epochs=1,
+        index = torch.device(cfg["device"]).index
+        trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=[index] if gpu and index is not None else 1,
+                            precision=precision, max_epochs=1,
                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                             callbacks=callbacks)

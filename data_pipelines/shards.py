@@ -9,6 +9,7 @@ of shard ``i`` is known before it is written: an existing shard whose sha256 equ
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -141,11 +142,13 @@ def write_shard(path: Path, groups: list[PlannedGroup], load: Callable[[PlannedG
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except OSError as error:  # a full disk, a quota, a vanished mount: keep no half shard
+    except OSError as error:  # a full disk, a quota, a vanished mount, an unreadable work file: keep no half shard
         temp.unlink(missing_ok=True)
         reason = error.strerror or type(error).__name__
-        raise OutputDirError(f"Writing shard '{path}' failed ({reason}); free space in '{path.parent}' and run the "
-                             f"same command again (finished shards are kept).") from error
+        fix = (f"free space in '{path.parent}'" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+               else f"check '{path.parent}' and the disk of the build's work folder")
+        raise OutputDirError(f"Writing shard '{path}' failed ({reason}); {fix} and run the same command again "
+                             f"(finished shards are kept).") from error
     return ShardInfo(name=path.name, sha256=sink.hash.hexdigest(), groups=len(groups), frames=frames, bytes=sink.count)
 
 

@@ -32,7 +32,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = path.with_name(f".{path.name}.partial")  # one fixed name: a killed write's leftover is replaced
     try:
         with open(partial, "wb") as handle:
             torch.save(obj, handle)
@@ -76,47 +76,81 @@ def _logger_of(trainer_config) -> tuple[Any, dict]:
     return logger, logger.init_args
 
 
-def resolve_last(config) -> str | None:
-    """For a `fit` config with ``ckpt_path: last``: set the newest ``last.ckpt`` and its MLflow run id.
+#: MLflow run tag: a hash of the run's resolved config, so `--ckpt_path last` resumes the run of the same job
+FINGERPRINT_TAG = "faceswap.config_fingerprint"
+_NOT_FINGERPRINTED = ("ckpt_path", "config", "weights_only", "trainer.logger.init_args.run_id",
+                      "trainer.logger.init_args.run_name")
 
-    Returns a line saying what was resumed (None when ``ckpt_path`` is not ``last``). Without any
-    ``last.ckpt`` the training starts from scratch, as Lightning does, and the line says so.
+
+def config_fingerprint(config: dict) -> str:
+    """Hash of a resolved fit config without what differs between a run and its resumption."""
+    import hashlib
+    import json
+
+    from faceswap_pl.tracking import flatten_params
+
+    flat = {k: v for k, v in flatten_params(config).items() if not k.startswith(_NOT_FINGERPRINTED)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _fresh(config, reason: str) -> str:
+    config.ckpt_path = None
+    return f"--ckpt_path last: {reason}; training starts from the beginning"
+
+
+def resolve_last(config) -> str | None:
+    """For a `fit` config with ``ckpt_path: last``: the ``last.ckpt`` to resume and, with MLflow, its run.
+
+    With the MLflow logger the run is the one named by ``trainer.logger.init_args.run_id`` if set, else the
+    newest run of the experiment whose config fingerprint (tag ``faceswap.config_fingerprint``) equals this
+    config's — another job of the same experiment (another backbone, another dataset) is never picked up.
+    Without MLflow: the newest ``last.ckpt`` under ``trainer.default_root_dir``. Returns a line saying what
+    happens (None when ``ckpt_path`` is not ``last``); with nothing to resume, training starts from scratch.
     """
     if config.get("ckpt_path") != "last":
         return None
     root = Path(config.trainer.get("default_root_dir") or ".").expanduser()
     logger, init_args = _logger_of(config.trainer)
-    candidates: list[Path]
-    if logger is not None:
-        from faceswap_pl.tracking import _tracking_client
+    if logger is None:
+        candidates = [p for p in root.rglob("last.ckpt") if p.is_file()]
+        if not candidates:
+            return _fresh(config, f"no last.ckpt under {root} yet")
+        config.ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime))
+        return f"resuming {config.ckpt_path}"
+    from faceswap_pl.tracking import _tracking_client
 
-        name = init_args.get("experiment_name") or "lightning_logs"
-        try:
-            with _tracking_client(init_args.get("tracking_uri")) as (client, _):
-                experiment = client.get_experiment_by_name(name)
-        except FaceSwapError:  # no MLflow store yet: nothing was trained
-            experiment = None
-        if experiment is None:
-            candidates = []
-        else:
-            candidates = list((root / experiment.experiment_id).glob("*/checkpoints/last.ckpt"))
-    else:
-        candidates = list(root.rglob("last.ckpt"))
+    name = init_args.get("experiment_name") or "lightning_logs"
+    try:
+        with _tracking_client(init_args.get("tracking_uri")) as (client, _):
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                return _fresh(config, f"MLflow experiment {name!r} has no runs yet")
+            wanted = init_args.get("run_id")
+            if wanted:
+                path = root / experiment.experiment_id / wanted / "checkpoints" / "last.ckpt"
+                if not path.is_file():
+                    raise FaceSwapError(f"--ckpt_path last with run_id {wanted}: {path} does not exist; check the "
+                                        f"run id and trainer.default_root_dir.")
+                config.ckpt_path = str(path)
+                return f"resuming {path} in MLflow run {wanted}"
+            fingerprint = config_fingerprint(config.as_dict())
+            runs = client.search_runs([experiment.experiment_id],
+                                      f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}'", max_results=1000)
+    except FaceSwapError as error:
+        if "does not exist; train first" in str(error):  # no MLflow store yet: nothing was trained
+            return _fresh(config, "no MLflow store yet")
+        raise
+    candidates = [root / experiment.experiment_id / r.info.run_id / "checkpoints" / "last.ckpt" for r in runs]
     candidates = [p for p in candidates if p.is_file()]
     if not candidates:
-        config.ckpt_path = None
-        return (f"--ckpt_path last: no last.ckpt under {root} for this experiment yet; training starts from "
-                f"the beginning")
+        others = sorted(p.parent.parent.name for p in (root / experiment.experiment_id).glob("*/checkpoints/last.ckpt"))
+        hint = (f" (runs of experiment {name!r} with another config have one: {', '.join(others[:5])}; resume one "
+                f"with --trainer.logger.init_args.run_id=ID)") if others else ""
+        return _fresh(config, f"no run of experiment {name!r} with this config has a last.ckpt{hint}")
     newest = max(candidates, key=lambda p: p.stat().st_mtime)
     config.ckpt_path = str(newest)
-    if logger is not None:
-        run_id = newest.parent.parent.name
-        if init_args.get("run_id") not in (None, run_id):
-            raise FaceSwapError(f"--ckpt_path last found {newest} of MLflow run {run_id}, but the config sets "
-                                f"trainer.logger.init_args.run_id={init_args.get('run_id')}; drop one of the two.")
-        init_args["run_id"] = run_id
-        return f"resuming {newest} in MLflow run {run_id}"
-    return f"resuming {newest}"
+    init_args["run_id"] = newest.parent.parent.name
+    return f"resuming {newest} in MLflow run {init_args['run_id']}"
 
 
 def absolute_tracking_uri(config) -> None:
@@ -131,8 +165,12 @@ def absolute_tracking_uri(config) -> None:
 
 
 def check_checkpoint_path(config) -> None:
-    """``--ckpt_path FILE`` must exist and hold only weights: it is read once with ``weights_only=True`` (a
-    pickle that would run code is refused with the reason) before Lightning loads it, also weights-only."""
+    """``--ckpt_path FILE`` must exist and hold only what ``torch.load(weights_only=True)`` allows: its pickle is
+    scanned (no tensor is read) before Lightning loads it, and a file that asks for anything else — code to run,
+    foreign classes — is refused with the names it asks for."""
+    import torch
+
+    from faceswap_pl.errors import UnsafeCheckpointError
     from faceswap_pl.models.checkpoint import CheckpointNotFoundError, _torch_load
 
     if "weights_only" in config and config.get("weights_only") is None:
@@ -144,7 +182,15 @@ def check_checkpoint_path(config) -> None:
     if not path.is_file():
         raise CheckpointNotFoundError(f"--ckpt_path {path} does not exist; pass a .ckpt written by `faceswap-pl "
                                       f"fit` (outputs/<experiment>/<run>/checkpoints/), or `last` to resume.")
-    _torch_load(path)
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # not a zip checkpoint, or unreadable: the checked loader says which, in one sentence
+        _torch_load(path)
+        return
+    if unsafe:
+        raise UnsafeCheckpointError(f"Refused to load '{path}' for safety: its pickle asks for {', '.join(unsafe)}, "
+                                    f"which torch.load(weights_only=True) does not allow; pass a checkpoint written by "
+                                    f"`faceswap-pl fit`.")
 
 
 def cli_class():

@@ -22,7 +22,8 @@ ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_it
         "--trainer.log_every_n_steps=1",
         "--data.init_args.train_pairs=8",  # batch 4: 2 iterations per epoch
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.save_last=true", "--trainer.callbacks.every_n_train_steps=2"]
+        "--trainer.callbacks.save_last=true", "--trainer.callbacks.save_top_k=0",  # as ghost.yaml: last.ckpt only
+        "--trainer.callbacks.every_n_train_steps=2"]
 
 
 def _iteration(path: Path) -> int:
@@ -51,7 +52,7 @@ def test_killed_training_resumes_in_the_same_mlflow_run(tmp_path, monkeypatch):
     proc.wait()
     killed_at = _iteration(last)
     assert 3 <= killed_at < 8
-    client = mlflow.MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("tiny_cpu")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "RUNNING"  # killed: nobody closed it
@@ -62,8 +63,10 @@ def test_killed_training_resumes_in_the_same_mlflow_run(tmp_path, monkeypatch):
     assert [r.info.run_id for r in runs] == [run.info.run_id]  # the same run, not a new one
     assert runs[0].info.status == "FINISHED"
     assert _iteration(last) == 8
-    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")})
-    assert steps == list(range(8))  # one curve: iterations before the kill and after the resume
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g"))
+    # one curve: iterations before the kill and after the resume; only those after the checkpoint run twice
+    assert sorted(set(steps)) == list(range(8))
+    assert all(steps.count(s) == 1 for s in range(killed_at))
     assert not list(Path("outputs").rglob(".*partial*"))
 
 
@@ -108,3 +111,25 @@ def test_ckpt_path_that_would_run_code_is_refused(tmp_path, monkeypatch, capsys)
     assert "Refused" in capsys.readouterr().err and not marker.exists()
     assert main(["validate", *ARGS, "--ckpt_path", str(tmp_path / "missing.ckpt")]) == 2
     assert "missing.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_last_never_resumes_another_job_of_the_experiment(tmp_path, monkeypatch, capsys):
+    """Two configs share the experiment `tiny_cpu`: `--ckpt_path last` of the second does not pick up the first's
+    checkpoint; naming the first run's id does."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    first = [a for a in ARGS if "max_iterations" not in a] + ["--model.max_iterations=2"]
+    assert main(["fit", *first]) == 0
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("tiny_cpu").experiment_id
+    (run_a,) = client.search_runs([experiment])
+    capsys.readouterr()
+    assert main(["fit", *first, "--model.w_id=10", "--ckpt_path", "last"]) == 0
+    out = capsys.readouterr().out
+    assert "no run of experiment 'tiny_cpu' with this config has a last.ckpt" in out and run_a.info.run_id in out
+    assert len(client.search_runs([experiment])) == 2  # a new run, started from the beginning
+    assert main(["fit", *[a for a in first if "max_iterations" not in a], "--model.max_iterations=3",
+                 f"--trainer.logger.init_args.run_id={run_a.info.run_id}", "--ckpt_path", "last"]) == 0
+    assert f"in MLflow run {run_a.info.run_id}" in capsys.readouterr().out
+    assert _iteration(Path("outputs") / experiment / run_a.info.run_id / "checkpoints" / "last.ckpt") == 3

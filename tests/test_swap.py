@@ -105,6 +105,19 @@ def test_reference_face_selects_one_person(tiny_model, images, detector):
     assert all(changed[int(f.box[1]):int(f.box[3]), int(f.box[0]):int(f.box[2])].mean() > 0.2 for f in faces)
 
 
+def test_reference_person_absent_means_nothing_is_swapped(tiny_model, images, media, detector):
+    """At the default threshold the reference person (the demo video's man, from his still) is found in a video
+    frame (FaceNet cosine 0.78-0.81) and in none of five strangers (at most 0.36)."""
+    from faceswap_pl.inference.media import read_frames
+
+    swapper = FaceSwapper(SwapModel.load(tiny_model["export"]), images["Tom_Hanks_54745.png"], detector=detector,
+                          reference=images["single_face.jpg"], mask="hull")
+    group = images["multi_face.jpg"]
+    assert swapper.swap_image(group) is group and swapper.stats.faces == 0
+    frame = next(read_frames(media("single_face.mp4")))
+    assert _changed(swapper.swap_image(frame), frame).sum() > 1000 and swapper.stats.faces == 1
+
+
 def test_video_swap_keeps_frame_count_rate_and_audio(tiny_model, images, media, tmp_path):
     from faceswap_pl.inference.media import SYNTHETIC_TAG, probe_video, read_frames, video_tag
 
@@ -265,6 +278,8 @@ def test_cli_folder_of_targets_and_tags(tiny_model, media, tmp_path, capsys):
     ("onnx_of_checkpoint", "needs an export folder with generator.onnx"),
     ("missing_sr", "no such restoration model"),
     ("bad_smooth", "is not a whole number >= 0"),
+    ("no_cuda", "this torch sees no CUDA GPU"),
+    ("name_clash", "Several targets would be written to the same output (x.jpg)"),
 ])
 def test_bad_inputs_fail_with_one_sentence(case, expected, tiny_model, media, tmp_path, capsys):
     source, target = str(media("Tom_Hanks_54745.png")), str(media("single_face.jpg"))
@@ -290,6 +305,16 @@ def test_bad_inputs_fail_with_one_sentence(case, expected, tiny_model, media, tm
         extra = ["--sr", str(tmp_path / "restorer.ckpt")]
     elif case == "bad_smooth":
         extra = ["--smooth", "-1"]
+    elif case == "no_cuda":
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present")
+        extra = ["--device", "cuda"]
+    elif case == "name_clash":
+        folder = tmp_path / "targets"
+        folder.mkdir()
+        for name in ("x.jpg", "x.jpeg"):
+            (folder / name).write_bytes(media("single_face.jpg").read_bytes())
+        target, out = str(folder), str(tmp_path / "swapped")
     argv = ["swap", "--source", source, "--target", target, "--model", model, "--out", out, *extra]
     if case == "bad_smooth":
         with pytest.raises(SystemExit) as exit_info:

@@ -28,6 +28,9 @@ class LogConfigCallback(SaveConfigCallback):
             if mlflow:
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
                 log_config_params(logger.experiment, logger.run_id, self.config.as_dict())
+                from faceswap_pl.resume import FINGERPRINT_TAG, config_fingerprint
+
+                logger.experiment.set_tag(logger.run_id, FINGERPRINT_TAG, config_fingerprint(self.config.as_dict()))
             else:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / self.config_filename).write_text(text)

@@ -10,14 +10,14 @@ target's own jaw line stays; when it is wider, the mask grows so the whole swapp
 offset = max(sum over the image-left jaw of (x_swap - x_target), sum over the image-right jaw of
 (x_target - x_swap)), in 224-crop pixels:
 
-===============  ==========================  ===========
-offset           morphology                  blur (x, y)
-===============  ==========================  ===========
+===============  ==========================  =====================
+offset           morphology (square side)    Gaussian sigmas (x, y)
+===============  ==========================  =====================
 > 6              erode 15                    (15, 10)
 > 3              erode 10                    (10, 8)
 < -3             dilate 5                    (5, 10)
 otherwise        erode 5                     (5, 5)
-===============  ==========================  ===========
+===============  ==========================  =====================
 
 The ``hull`` mode always uses the last row. GHOST also pushes its eyebrow landmarks up before taking
 the hull; the mesh silhouette already runs over the forehead, so no push is applied here.
@@ -40,7 +40,8 @@ RIGHT_JAW = (323, 361, 288)
 
 @dataclass(frozen=True)
 class MaskRule:
-    """Morphology and blur of a mask, in 224-crop pixels: ``grow`` < 0 erodes, > 0 dilates."""
+    """Morphology and blur of a mask, in 224-crop pixels: ``grow`` is the side of the square erosion (< 0) or
+    dilation (> 0) kernel, ``blur_x`` / ``blur_y`` the Gaussian sigmas (as GHOST's numbers are)."""
 
     grow: int
     blur_x: int
@@ -81,10 +82,10 @@ def hull_mask(points: np.ndarray, size: int, rule: MaskRule = DEFAULT_RULE) -> n
     Args:
         points: (468, 2) mesh points (unit crop coordinates) of the face the mask covers.
         size: crop side in pixels.
-        rule: morphology and blur in 224-crop pixels.
+        rule: morphology (square kernel side) and blur (Gaussian sigmas) in 224-crop pixels.
     Returns:
         (size, size) float32 in [0, 1]: 1 inside the (eroded / dilated) face-oval hull, a Gaussian edge, and 0 on
-        a border of twice the vertical blur so the mask never reaches the crop's edge.
+        a border of twice the vertical sigma so the mask never reaches the crop's edge.
     """
     import cv2
 
@@ -94,14 +95,14 @@ def hull_mask(points: np.ndarray, size: int, rule: MaskRule = DEFAULT_RULE) -> n
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, hull, 255)
     grow = int(round(abs(rule.grow) * scale))
-    if grow > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    if grow > 1:  # a square kernel of that side, as GHOST's: the edge moves by about half of it
+        kernel = np.ones((grow, grow), np.uint8)
         mask = cv2.dilate(mask, kernel) if rule.grow > 0 else cv2.erode(mask, kernel)
     border = int(round(2 * rule.blur_y * scale))
     if border > 0:
         mask[:border], mask[-border:], mask[:, :border], mask[:, -border:] = 0, 0, 0, 0
     mask = mask.astype(np.float32) / 255.0
-    blurred = cv2.GaussianBlur(mask, (_odd(2 * rule.blur_x * scale), _odd(2 * rule.blur_y * scale)), 0)
+    blurred = cv2.GaussianBlur(mask, (0, 0), sigmaX=max(rule.blur_x * scale, 0.1), sigmaY=max(rule.blur_y * scale, 0.1))
     return np.clip(blurred, 0.0, 1.0)  # the kernel's float sum can exceed 1 by an ulp
 
 

@@ -159,8 +159,8 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
     """Decode ``src`` frame by frame, pass the RGB frames through ``process`` and encode what it yields to ``dst``.
 
     ``process`` takes an iterator of RGB uint8 frames and must yield exactly one frame of the same size for each,
-    in order (it may hold a few back, e.g. for smoothing with look-ahead). Audio is copied packet by packet (no
-    re-encoding). The video is H.264 (yuv420p; yuv444p for odd sizes) at the source's average frame rate.
+    in order (it may hold a few back, e.g. for smoothing with look-ahead). Audio is copied packet by packet when
+    the output container takes its codec, else re-encoded to AAC. The video is H.264 (yuv420p; yuv444p for odd sizes) at the source's average frame rate.
     Returns the information of the written file.
     """
     import av
@@ -184,19 +184,29 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
                 even = info.width % 2 == 0 and info.height % 2 == 0
                 out_video.pix_fmt = "yuv420p" if even else "yuv444p"
                 out_video.options = {"crf": str(crf), "preset": "veryfast"}
-                out_audio = None
+                out_audio, resampler = None, None
                 if in_audio is not None:
-                    try:
-                        out_audio = out.add_stream_from_template(in_audio)
-                    except (ValueError, av.error.FFmpegError):
-                        out_audio = None  # a codec the container cannot hold: the video is still written
+                    out_audio, resampler = _audio_stream(out, in_audio, dst.suffix.lower())
+                audio_samples = [0]
+
+                def reencode(frame) -> None:
+                    frames = [frame] if frame is None else resampler.resample(frame)
+                    for piece in frames:
+                        if piece is not None:
+                            piece.pts, piece.time_base = audio_samples[0], Fraction(1, out_audio.rate)
+                            audio_samples[0] += piece.samples
+                        for packet in out_audio.encode(piece):
+                            out.mux(packet)
 
                 def frames() -> Iterator[np.ndarray]:
                     streams = [in_video] + ([in_audio] if in_audio is not None else [])
                     try:
                         for packet in container.demux(*streams):
                             if packet.stream.type == "audio":
-                                if out_audio is not None and packet.dts is not None:
+                                if resampler is not None:
+                                    for frame in packet.decode():
+                                        reencode(frame)
+                                elif out_audio is not None and packet.dts is not None:
                                     packet.stream = out_audio
                                     out.mux(packet)
                                 continue
@@ -221,6 +231,8 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
                         on_frame()
                 for packet in out_video.encode():
                     out.mux(packet)
+                if resampler is not None:
+                    reencode(None)
             finally:
                 out.close()
             if counts["out"] != counts["in"]:
@@ -228,6 +240,31 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
     finally:
         container.close()
     return probe_video(dst)
+
+
+#: audio codecs each output container takes as they are (anything else is re-encoded to AAC)
+COPYABLE_AUDIO = {
+    ".mp4": {"aac", "mp3", "mp3float", "alac", "opus", "ac3", "eac3", "flac"},
+    ".mov": {"aac", "mp3", "mp3float", "alac", "ac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"},
+    ".mkv": None,  # Matroska holds every codec FFmpeg has
+}
+
+
+def _audio_stream(out, in_audio, suffix: str):
+    """``(output stream, resampler)``: a packet-copy stream when the container takes the codec (resampler None),
+    else an AAC stream fed through a resampler."""
+    import av
+
+    copyable = COPYABLE_AUDIO.get(suffix)
+    if copyable is None or in_audio.codec_context.name in copyable:
+        try:
+            return out.add_stream_from_template(in_audio), None
+        except (ValueError, av.error.FFmpegError):
+            pass
+    rate = in_audio.rate if in_audio.rate in (8000, 11025, 16000, 22050, 32000, 44100, 48000) else 48000
+    layout = "mono" if in_audio.codec_context.channels == 1 else "stereo"
+    stream = out.add_stream("aac", rate=rate, layout=layout)
+    return stream, av.AudioResampler(format="fltp", layout=layout, rate=rate)
 
 
 def count_frames(path: str | Path) -> int:

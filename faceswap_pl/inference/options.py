@@ -3,4 +3,4 @@
 MASK_MODES = ("hull", "adaptive", "none")
 BACKENDS = ("torch", "onnxruntime")
 #: FaceNet (evaluation recognizer) cosine above which a detected face counts as the reference person
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.65

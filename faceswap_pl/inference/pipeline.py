@@ -92,7 +92,10 @@ class SwapModel:
             net = load_exported_generator(path, device=device)
             config, run = net.export_config, (lambda t, e: net(t, e)[0])
         else:
-            net = OnnxGenerator(path)
+            import onnxruntime as ort
+
+            cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+            net = OnnxGenerator(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None)
             if net.config is None:
                 raise ModelFileError(f"{path} has no generator.json next to the ONNX file; pass the whole export "
                                      f"folder written by `faceswap-pl export`.")
@@ -105,7 +108,10 @@ class SwapModel:
                                      f"with --identity-weights PATH.")
             kwargs["weights"] = identity_weights
         identity = create_identity_encoder(config["identity_encoder"], **kwargs).to(device)
-        return cls(run, identity, int(config["image_size"]), f"export {path} ({backend})", device)
+        runtime = backend
+        if backend == "onnxruntime":
+            runtime += " on " + ("CUDA" if "CUDAExecutionProvider" in net.session.get_providers() else "the CPU")
+        return cls(run, identity, int(config["image_size"]), f"export {path} ({runtime})", device)
 
 
 # ---------------------------------------------------------------------------------------------- the swapper
@@ -177,7 +183,8 @@ class FaceSwapper:
             self.recognizer = create_identity_encoder(recognizer).to(self.device)
             ref = self._largest(reference, "reference image (--target-face)")
             self.reference_embedding = self._recognize(reference, [ref])
-        self._rules: dict[int, MaskRule] = {}
+        self._rules: dict[int, MaskRule] = {}  # adaptive mask rule per track of the current image / video
+        self._stream = 0
         self.stats = SwapStats()
 
     # ------------------------------------------------------------------ choosing faces
@@ -207,8 +214,14 @@ class FaceSwapper:
         return [max(faces, key=lambda f: f.area)]
 
     # ------------------------------------------------------------------ the stream
+    def _new_stream(self) -> None:
+        """Track ids restart with every image or video: forget the mask rules of the previous one."""
+        self._rules = {}
+        self._stream += 1
+
     def swap_image(self, image: np.ndarray) -> np.ndarray:
         """One image (no smoothing); the input is returned unchanged when no face is chosen."""
+        self._new_stream()
         smoother = KeypointSmoother(radius=0, jump=self.jump)
         ready = smoother.push(image, self.choose(image, self.detector(image)))
         (output,) = list(self._swap_pending([_Pending(frame, faces) for frame, faces in ready]))
@@ -216,6 +229,7 @@ class FaceSwapper:
 
     def swap_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Swapped frames in input order; memory holds ``smooth + batch_size`` frames."""
+        self._new_stream()
         smoother = KeypointSmoother(radius=self.smooth, jump=self.jump)
         pending: list[_Pending] = []
         for frame in frames:
@@ -248,15 +262,20 @@ class FaceSwapper:
         frames = {i: torch.from_numpy(pending[i].frame).to(self.device).permute(2, 0, 1).float()
                   for i in sorted({i for i, _ in jobs})}
         for k, (i, tracked) in enumerate(jobs):
-            self.stats.tracks.add(tracked.track)
+            self.stats.tracks.add((self._stream, tracked.track))
             swap, mask, matrix = swaps[k], masks[k], matrices[k]
             if self.restorer is not None and (not self.restore_large_only or _face_scale(matrix) < 1.0):
                 restored = self.restorer(swap[None]).clamp(-1, 1)[0]
-                factor = restored.shape[-1] / size
-                if factor != 1:
-                    mask = torch.nn.functional.interpolate(mask[None], size=restored.shape[-2:], mode="bilinear",
+                # paste at the resolution the face has in the frame (never above the restorer's), resized with
+                # anti-aliasing, so the inverse warp neither magnifies nor aliases
+                side = min(restored.shape[-1], max(size, int(np.ceil(size / _face_scale(matrix)))))
+                if side != restored.shape[-1]:
+                    restored = torch.nn.functional.interpolate(restored[None], size=(side, side), mode="bilinear",
+                                                               antialias=True, align_corners=False)[0]
+                if side != size:
+                    mask = torch.nn.functional.interpolate(mask[None], size=(side, side), mode="bilinear",
                                                            align_corners=False)[0]
-                    matrix = matrix * factor
+                    matrix = scale_crop_matrix(matrix, side / size)
                 swap = restored
             paste_back(frames[i], (swap + 1) * 127.5, mask, matrix)
         for i, p in enumerate(pending):
@@ -283,6 +302,13 @@ class FaceSwapper:
                 rule = self._rules[tracked.track]
             masks.append(torch.from_numpy(hull_mask(target_points[k], size, rule)))
         return torch.stack(masks)[:, None].to(self.device)
+
+
+def scale_crop_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
+    """An image -> crop matrix for the same crop resized by ``factor`` (pixel centres: u' = k u + (k - 1) / 2)."""
+    scaled = np.asarray(matrix, dtype=np.float64) * factor
+    scaled[:, 2] += (factor - 1) / 2
+    return scaled
 
 
 def _face_scale(matrix: np.ndarray) -> float:

@@ -28,6 +28,22 @@ def load_restorer(name: str, device: str = "cpu"):
     return load_trained(path, device=device)
 
 
+def check_device(name: str) -> None:
+    """``--device``: a torch device string whose hardware is present."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FaceSwapError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FaceSwapError(f"--device {name}: this torch sees no CUDA GPU; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FaceSwapError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs (0..."
+                                f"{torch.cuda.device_count() - 1}).")
+
+
 def targets_of(target: Path) -> list[Path]:
     from faceswap_pl.inference.media import is_image, is_video
 
@@ -59,12 +75,20 @@ def swap_files(swapper, targets: list[Path], out: Path, console=None) -> list[di
 
     from faceswap_pl.inference.media import is_video, probe_video, read_image, transcode, write_image
 
-    many = len(targets) > 1 or out.suffix == ""
+    many = len(targets) > 1 or out.suffix == "" or out.is_dir()
+    destinations = [output_for(target, out, many) for target in targets]
+    clashes = sorted({d.name for d in destinations if destinations.count(d) > 1})
+    if clashes:
+        raise FaceSwapError(f"Several targets would be written to the same output ({', '.join(clashes)}), e.g. "
+                            f"a.jpg and a.jpeg or a.mov and a.mp4; rename them or swap them into separate folders.")
     if many:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FaceSwapError(f"The output folder {out} cannot be created ({error.strerror or error}); choose "
+                                f"another --out.") from None
     results = []
-    for target in targets:
-        destination = output_for(target, out, many)
+    for target, destination in zip(targets, destinations):
         if destination.resolve() == target.resolve():
             raise FaceSwapError(f"The output {destination} is the target itself; choose another --out.")
         started, before = time.perf_counter(), swapper.stats.faces
@@ -95,6 +119,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
     from faceswap_pl.inference.pipeline import FaceSwapper, SwapModel
 
     console = _console()
+    check_device(args.device)
     targets = targets_of(Path(args.target))
     out = Path(args.out)
     if len(targets) == 1 and not Path(args.target).is_dir():
