@@ -460,7 +460,7 @@ def test_compare_two_trainings_on_a_server(mlflow_server, tmp_path, capsys):
 
     result = compare_runs(mlflow_server, sort="train/loss_g")
     assert result.experiment == "tiny_cpu" and len(result.rows) == 2
-    assert "w_id" in result.params and sorted(_column(result, "w_id")) == ["40.0", "5.0"]
+    assert "model.w_id" in result.params and sorted(_column(result, "model.w_id")) == ["40.0", "5.0"]
     losses = _column(result, "train/loss_g")
     assert losses == sorted(losses)  # ascending: lowest generator loss first
 
