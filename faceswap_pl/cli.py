@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    demo = sub.add_parser("demo", help="fetch the zoo, build the demo shards, train the demo model with MLflow")
+    demo = sub.add_parser("demo", help="the whole pipeline offline: zoo, demo shards, training with MLflow, evaluation, "
+                                          "export, a swapped image and video")
     demo.add_argument("--config", help="training config (default: experiments/demo.yaml)")
     demo.add_argument("--iterations", type=int, help="training iterations (default: the config's)")
     demo.set_defaults(func=cmd_demo)
