@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, ShardSchemaError, parse_key
+from faceswap_pl.jsonfile import read_json
 
 from data_pipelines.errors import DatasetInputError
 
@@ -22,10 +23,7 @@ def read_manifest(dataset: str | Path) -> Manifest:
     if not path.is_file():
         raise DatasetInputError(f"'{Path(dataset)}' holds no {MANIFEST}; pass a folder written by "
                                 f"`faceswap-pl shards build` (or `shards demo`, e.g. demo_data/train).")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as error:
-        raise ShardSchemaError(f"'{path}' is not valid JSON ({error}); rebuild the dataset.") from error
+    data = read_json(path, ShardSchemaError, "rebuild the dataset with `faceswap-pl shards build`")
     return Manifest.from_json(data, where=str(path))
 
 

@@ -31,7 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from faceswap_pl.argtypes import number
 from faceswap_pl.errors import FaceSwapError, ModelFileError
+from faceswap_pl.jsonfile import read_json
 from faceswap_pl.zoo.store import sha256_of
 
 FORMAT = "faceswap-pl-generator/1"
@@ -127,11 +129,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"Generator config {path} does not exist; keep {CONFIG_FILE} next to the weights "
                              f"(`faceswap-pl export` writes both).")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFileError(f"Generator config {path} is not readable JSON ({error}); export the generator "
-                             f"again with `faceswap-pl export`.") from None
+    config = read_json(path, ModelFileError, "export the generator again with `faceswap-pl export`")
     missing = [k for k in ("backbone", "num_aad_blocks", "image_size", "width", "id_dim") if k not in config]
     if not isinstance(config, dict) or config.get("format") != FORMAT or missing:
         raise ModelFileError(f"{path} is not a faceswap-pl generator config (format {FORMAT!r}, missing "
@@ -559,24 +557,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _opset(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 9 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"opset {value} is outside 9..20 (default {DEFAULT_OPSET})")
-    return value
 
 
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive (default {DEFAULT_TOLERANCE:g})")
-    return value
 
 
 def add_export_parser(sub) -> None:
@@ -598,12 +580,14 @@ def add_export_parser(sub) -> None:
                         help="MLflow store of --run / --register (default: $MLFLOW_TRACKING_URI, else "
                              "sqlite:///mlruns.db in the current folder)")
     export.add_argument("--out", required=True, metavar="DIR", help="export folder (created)")
-    export.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, metavar="N",
+    export.add_argument("--opset", type=number(int, 9, 20, problem=f"is outside 9..20 (default {DEFAULT_OPSET})"),
+                        default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset (default {DEFAULT_OPSET})")
     export.add_argument("--no-onnx", action="store_true", help="write only safetensors, JSON and the model card")
     export.add_argument("--register", metavar="NAME",
                         help=f"log the folder to the MLflow run (or a new one) and register it as model NAME with "
                              f"alias {CHAMPION_ALIAS}")
-    export.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE, metavar="T",
+    export.add_argument("--tolerance", default=DEFAULT_TOLERANCE, metavar="T",
+                        type=number(float, above=0, problem=f"must be positive (default {DEFAULT_TOLERANCE:g})"),
                         help=f"largest ONNX vs torch max abs difference accepted (default {DEFAULT_TOLERANCE:g})")
     export.set_defaults(func=cmd_export)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from faceswap_pl.argtypes import number
 from faceswap_pl.errors import FaceSwapError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -544,14 +545,6 @@ def cmd_runs_list_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} shows no runs; pass 1 or more")
-    return value
 
 
 def add_runs_parser(sub) -> None:
@@ -585,7 +578,8 @@ def add_runs_parser(sub) -> None:
     compare.add_argument("--plot", default="runs_compare.png", metavar="PNG",
                          help="metric curves image to write (default runs_compare.png)")
     compare.add_argument("--no-plot", action="store_true", help="do not write the metric curves image")
-    compare.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+    compare.add_argument("--limit", type=number(int, 1, problem="shows no runs; pass 1 or more"), default=20,
+                         metavar="N",
                          help="show the best N runs (default 20)")
     compare.set_defaults(func=cmd_runs_compare)
     listing = runs_sub.add_parser("list-experiments", help="the experiments of a store and their numbers of runs")

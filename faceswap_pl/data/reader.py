@@ -33,6 +33,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from faceswap_pl.data.schema import MANIFEST, GroupMeta, Manifest, ShardSchemaError, parse_key
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.jsonfile import read_json
 
 _FRAME = re.compile(r"^f(\d{2})\.jpg$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -89,11 +90,7 @@ def _manifest_urls(folder: Path) -> list[str]:
         raise ShardNotFoundError(
             f"Dataset folder {folder} has no {MANIFEST}; give its shards as a glob (e.g. '{folder}/shard-*.tar') "
             f"or rebuild the dataset with `faceswap-pl shards build`.")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ShardSchemaError(f"{path} is not readable JSON ({error}); rebuild the dataset with "
-                               f"`faceswap-pl shards build`.") from None
+    data = read_json(path, ShardSchemaError, "rebuild the dataset with `faceswap-pl shards build`")
     manifest = Manifest.from_json(data, where=str(path))
     urls = []
     for shard in manifest.shards:

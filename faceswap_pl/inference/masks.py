@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceswap_pl.inference.options import MASK_MODES  # noqa: F401 (re-exported)
 from faceswap_pl.metrics.face import MESH_FACE_OVAL
 
 REFERENCE_SIZE = 224

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from faceswap_pl.argtypes import number
 from faceswap_pl.errors import FaceSwapError
 
 SR_CHOICES = "none | realesrgan | PATH (restoration checkpoint)"
@@ -146,31 +147,10 @@ def cmd_swap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return value
 
 
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
 
 
-def _similarity(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a cosine similarity in [-1, 1]")
-    return value
 
 
 def add_swap_parser(sub) -> None:
@@ -193,16 +173,17 @@ def add_swap_parser(sub) -> None:
     faces.add_argument("--target-face", metavar="IMAGE", help="swap only this person: in each frame the face "
                        "most similar to it (evaluation recognizer), if its cosine reaches --threshold")
     faces.add_argument("--all-faces", action="store_true", help="swap every detected face (default: the largest)")
-    swap.add_argument("--threshold", type=_similarity, default=DEFAULT_THRESHOLD, metavar="COS",
+    swap.add_argument("--threshold", type=number(float, -1, 1, problem="is not a cosine similarity in [-1, 1]"),
+                      default=DEFAULT_THRESHOLD, metavar="COS",
                       help=f"--target-face similarity threshold (default {DEFAULT_THRESHOLD})")
     swap.add_argument("--mask", choices=MASK_MODES, default="adaptive", help="blend mask: adaptive (GHOST's rule "
                       "per track, default), hull, none (whole crop)")
-    swap.add_argument("--smooth", type=_non_negative, default=2, metavar="N",
+    swap.add_argument("--smooth", type=number(int, 0), default=2, metavar="N",
                       help="keypoint smoothing over ±N frames within a track (default 2; 0 = off)")
     swap.add_argument("--sr", default="none", metavar="SR", help=f"restoration of swapped crops: {SR_CHOICES} "
                       f"(default none); Real-ESRGAN upscales x4 the faces larger in the frame than the model's crop, "
                       f"a trained restorer (`faceswap-pl restoration fit`) runs on every swapped crop")
-    swap.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="faces per generator call "
+    swap.add_argument("--batch-size", type=number(int, 1), default=8, metavar="N", help="faces per generator call "
                       "(default 8)")
     swap.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     swap.add_argument("--backend", choices=BACKENDS, default="torch", help="generator runtime: torch, or "

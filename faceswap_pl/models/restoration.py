@@ -47,6 +47,7 @@ from faceswap_pl.errors import (  # noqa: F401 (CheckpointMismatchError, NcnnMod
 )
 from faceswap_pl.models.checkpoint import _torch_load, load_checkpoint_file, load_state_dict_strict, strip_prefix
 from faceswap_pl.models.frozen import FrozenModule, check_image_batch, to_unit_range
+from faceswap_pl.jsonfile import read_json
 
 __all__ = [
     "ResidualDenseBlock", "RRDB", "RRDBNet", "NcnnModelError", "NcnnLayer", "parse_ncnn_param",
@@ -733,11 +734,7 @@ def _restorer_config_from_json(path: Path) -> dict:
     if config_path is None:
         raise ModelFileError(f"The restorer weights '{path}' have no JSON config next to them; put "
                              f"'{candidates[0].name}' (written by save_restorer) in '{path.parent}'.")
-    try:
-        meta = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"Cannot read the restorer config '{config_path}' ({exc}); write it again with "
-                             f"save_restorer.") from None
+    meta = read_json(config_path, ModelFileError, "write it again with save_restorer")
     if not isinstance(meta, dict) or meta.get("arch", RESTORER_ARCH) != RESTORER_ARCH:
         arch = meta.get("arch") if isinstance(meta, dict) else type(meta).__name__
         raise ModelFileError(f"'{config_path}' describes a {arch!r} model, not a {RESTORER_ARCH}; pass the "

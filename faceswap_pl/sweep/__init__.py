@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from faceswap_pl.argtypes import number
 from faceswap_pl.sweep.spec import SweepSpec, load_spec, validate_spec
 
 __all__ = ["SweepSpec", "add_sweep_parser", "load_spec", "validate_spec"]
@@ -37,14 +38,6 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     return report_command(args.target, storage=args.storage, out=args.out, console=_console())
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
 
 
 def add_sweep_parser(sub) -> None:
@@ -60,7 +53,7 @@ def add_sweep_parser(sub) -> None:
     run.add_argument("spec", metavar="SPEC", help="sweep spec YAML (e.g. sweeps/ablation.yaml)")
     devices = run.add_argument_group("workers")
     devices.add_argument("--gpus", metavar="IDS", help="one worker per GPU, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES)")
-    devices.add_argument("--workers", type=_positive, metavar="N", help="number of workers without --gpus "
+    devices.add_argument("--workers", type=number(int, 1), metavar="N", help="number of workers without --gpus "
                          "(default 1)")
     devices.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="trainer accelerator of --workers "
                          "(default cpu)")
