@@ -1,31 +1,34 @@
-"""CPU cost of one training iteration (G step + D step): s/iteration, iterations/s, images/s, peak RSS.
+"""The training iteration (G step + D step) of the framework against a plain loop, side by side.
 
-The step runs as training runs it: a Lightning ``Trainer`` fits :class:`~faceswap_pl.module.FaceSwapModule`
-on :class:`~faceswap_pl.data.synthetic.SyntheticPairDataModule` (no logger, no checkpoints, no
-validation); a callback times ``on_train_batch_start`` -> ``on_train_batch_end`` of every iteration
-and the first ``--warmup`` iterations are dropped; s/it is the median of the timed iterations (the
-best in brackets). Each configuration runs in its own subprocess, so its peak RSS (``getrusage``
-``ru_maxrss`` in GB = 10^9 bytes, as GHOST's figures; the whole process: weights, optimizer state,
-libraries) is its own.
+Two sides run the same iterations on the same batches and the same random weights:
 
-The default is GHOST's configuration and losses: unet, 2 AAD blocks, 256 px, batch 2, fp32, identity
-loss with ArcFace iresnet100, adversarial + attribute + reconstruction losses; ``--eye awing`` adds
-GHOST's eye loss (AWing FAN pupil heatmaps, weight 800). ArcFace and AWing weights are user-supplied,
-so the benchmark saves randomly initialised weights of the same layout to a temporary folder and
-passes them the way users do (``identity_weights`` / ``eye_weights``): the cost is the same.
+* ``framework``: :class:`~faceswap_pl.module.FaceSwapModule` fitted by a Lightning ``Trainer`` on a
+  :class:`~faceswap_pl.data.tensor_batches.TensorBatchDataModule` (no logger, no checkpoints), with the
+  options given on the command line (default: ``experiments/ghost.yaml``'s);
+* ``plain``: :class:`~faceswap_pl.ghost_reference.GhostReferenceLoop`, GHOST's train.py iteration in
+  plain PyTorch (torch Adam, one backward per phase, the discriminator run twice on the swap, no memory
+  options).
 
-    python benchmarks/train_step.py                              # GHOST's configuration
-    python benchmarks/train_step.py --eye none awing             # one row per eye setting
-    python benchmarks/train_step.py --precision 32 bf16 --channels-last
-    python benchmarks/train_step.py --recompute-levels 0           # memory / time trade-off of the module
-    python benchmarks/train_step.py --compile --warmup 3           # torch.compile: the first steps compile
-    python benchmarks/train_step.py --batch 2 4 --iterations 5 --json
+Each run is its own subprocess (so its peak RSS, ``ru_maxrss`` in GB = 10^9 bytes, is its own), and the
+sides alternate: plain, framework, plain, framework, ... for ``--rounds`` rounds, so that a shared
+machine's drift hits both alike. Per run the first ``--warmup`` iterations are dropped and the median of
+the rest is kept; the table gives each side's median over the rounds with its range, and the ratio of
+the medians (plain s/it / framework s/it: above 1 the framework is faster) with the range of the
+per-round ratios.
+
+The default is GHOST's configuration: unet, 2 AAD blocks, 256 px, batch 2, fp32, ArcFace iresnet100
+(``Xs_orig`` at 224 px), adversarial + attribute + identity + reconstruction losses; ``--eye awing`` adds
+the AWing eye loss (weight 800). ArcFace and AWing weights are random, saved in their released layouts.
+
+    python benchmarks/train_step.py                                 # GHOST's configuration, 3 rounds
+    python benchmarks/train_step.py --eye awing --rounds 3
+    python benchmarks/train_step.py --option split_backward=true    # a framework option under test
+    python benchmarks/train_step.py --option recompute_levels=0 --option step_in_backward=false
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import resource
 import statistics
@@ -35,84 +38,85 @@ import tempfile
 import time
 from pathlib import Path
 
-# GHOST's own training loop on this kind of machine (2 CPU cores, fp32, torch 2.14, random weights):
-# (backbone, AAD blocks, image size, batch, eye loss) -> (s/iteration, peak RSS GB or None).
-# Source: shared/reference/ghost_facts.md, "Measured on this kind of machine".
-GHOST = {
-    ("unet", 2, 256, 2, "none"): (11.4, 6.1),
-    ("unet", 2, 256, 4, "none"): (20.9, None),
-    ("unet", 1, 256, 2, "none"): (9.1, None),
-    ("unet", 3, 256, 2, "none"): (12.9, None),
-    ("linknet", 2, 256, 2, "none"): (9.3, None),
-    ("unet", 2, 256, 2, "awing"): (17.7, 7.8),
-}
-EYE_MODELS = {"none": (None, 0.0), "awing": ("awing_fan", 800.0), "mediapipe": ("mediapipe_iris", 800.0)}
+EYE_WEIGHT = 800.0
 
 
-def save_random_weights(folder: Path, eye: str) -> dict[str, str]:
-    """Random weights in the layouts users bring: ArcFace iresnet100 ``backbone.pth``, AWing ``WFLW_4HG.pth``."""
+def prepare(folder: Path, cfg: dict) -> dict[str, str]:
+    """Random G, D, ArcFace (and AWing) weights and ``warmup + iterations`` batches in GHOST's layout."""
     import torch
 
+    from faceswap_pl.models.aei_net import AEINet
+    from faceswap_pl.models.arcface import iresnet
+    from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+
     torch.manual_seed(0)
-    paths = {"identity": folder / "backbone.pth"}
-    if not paths["identity"].exists():
-        from faceswap_pl.models.arcface import iresnet
+    paths = {name: folder / f"{name}.pt" for name in ("G", "D", "arcface", "fan", "batches")}
+    torch.save(AEINet(cfg["backbone"], cfg["blocks"], image_size=cfg["image_size"], id_dim=512).state_dict(),
+               paths["G"])
+    torch.save(MultiscaleDiscriminator().state_dict(), paths["D"])
+    torch.save(iresnet("iresnet100").state_dict(), paths["arcface"])
+    if cfg["eye"] == "awing":
+        from faceswap_pl.models.awing import FAN
 
-        torch.save(iresnet("iresnet100").state_dict(), paths["identity"])
-    if eye == "awing":
-        paths["eye"] = folder / "WFLW_4HG.pth"
-        if not paths["eye"].exists():
-            from faceswap_pl.models.awing import FAN
-
-            torch.save(FAN().state_dict(), paths["eye"])
+        torch.save(FAN().state_dict(), paths["fan"])
+    g = torch.Generator().manual_seed(1)
+    s, b = cfg["image_size"], cfg["batch"]
+    batches = []
+    for _ in range(cfg["warmup"] + cfg["iterations"]):
+        Xs, Xt = torch.rand(b, 3, s, s, generator=g) * 2 - 1, torch.rand(b, 3, s, s, generator=g) * 2 - 1
+        Xs_orig = torch.nn.functional.interpolate(Xs, size=(224, 224), mode="bilinear", align_corners=False)
+        batches.append((Xs_orig, Xs, Xt, (torch.arange(b) == 0).long()))
+    torch.save(batches, paths["batches"])
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_one(cfg: dict, weights: dict[str, str]) -> dict:
-    """Fit ``warmup + iterations`` iterations of one configuration in this process; return its figures."""
-    import lightning as L
+def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
     import torch
 
-    from faceswap_pl.data.synthetic import SyntheticPairDataModule
+    from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
+    from faceswap_pl.models.aei_net import AEINet
+    from faceswap_pl.models.arcface import iresnet
+    from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+
+    G = AEINet(cfg["backbone"], cfg["blocks"], image_size=cfg["image_size"], id_dim=512)
+    G.load_state_dict(torch.load(files["G"], weights_only=True))
+    D = MultiscaleDiscriminator()
+    D.load_state_dict(torch.load(files["D"], weights_only=True))
+    arcface = iresnet("iresnet100")
+    arcface.load_state_dict(torch.load(files["arcface"], weights_only=True))
+    fan = None
+    if cfg["eye"] == "awing":
+        from faceswap_pl.models.awing import FAN
+
+        fan = FAN()
+        fan.load_state_dict(torch.load(files["fan"], weights_only=True))
+    loop = GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
+    seconds = []
+    for Xs_orig, Xs, Xt, same in torch.load(files["batches"], weights_only=True):
+        start = time.perf_counter()
+        loop.step(Xs_orig, Xs, Xt, same)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run_framework(cfg: dict, files: dict[str, str]) -> list[float]:
+    import lightning as L
+
+    from faceswap_pl.data.tensor_batches import TensorBatchDataModule
     from faceswap_pl.module import FaceSwapModule
 
-    L.seed_everything(0, verbose=False)
-    eye_model, w_eye = EYE_MODELS[cfg["eye"]]
-    total = cfg["warmup"] + cfg["iterations"]
-    module = FaceSwapModule(
-        backbone=cfg["backbone"], num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"], width=cfg["width"],
-        identity_encoder="arcface_iresnet100", identity_weights=weights["identity"],
-        eye_model=eye_model, eye_weights=weights.get("eye"), w_eye=w_eye,
-        max_iterations=total, channels_last=cfg["channels_last"],
-        **({} if cfg["recompute_levels"] is None else {"recompute_levels": cfg["recompute_levels"]}),
-    )
-    if w_eye > 0:
+    eye = {"eye_model": "awing_fan", "eye_weights": files["fan"], "w_eye": EYE_WEIGHT} if cfg["eye"] == "awing" else {}
+    module = FaceSwapModule(backbone=cfg["backbone"], num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"],
+                            identity_encoder="arcface_iresnet100", identity_weights=files["arcface"],
+                            init_generator=files["G"], init_discriminator=files["D"], **eye, **cfg["options"])
+    if eye:
         module.eye  # build the frozen eye network now, as the identity network is, not inside a timed step
-    if cfg["compile"]:
-        module.generator.encoder.compile()
-        module.generator.generator.compile()
-        module.discriminator.compile()
-    data = SyntheticPairDataModule(image_size=cfg["image_size"], batch_size=cfg["batch"],
-                                   train_pairs=cfg["batch"] * total, num_workers=0)
     timer = IterationTimer()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="bf16-mixed" if cfg["precision"] == "bf16" else "32-true",
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
-    )
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    trainer.fit(module, datamodule=data)
-    steady = timer.seconds[cfg["warmup"]:]
-    if not steady:
-        raise SystemExit(f"no steady-state iterations: ran {len(timer.seconds)}, warmup {cfg['warmup']}")
-    return {
-        **cfg,
-        "seconds": timer.seconds, "median_s": statistics.median(steady), "best_s": min(steady),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-        "setup_rss_gb": rss_before, "nonfinite": int(module.nonfinite_total),
-        "parameters_m": sum(p.numel() for p in module.parameters()) / 1e6,
-        "threads": torch.get_num_threads(),
-    }
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(module, datamodule=TensorBatchDataModule(files["batches"], image_size=cfg["image_size"]))
+    return timer.seconds
 
 
 def _callback_base():
@@ -135,81 +139,85 @@ class IterationTimer(_callback_base()):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def describe(cfg: dict) -> str:
-    text = f"{cfg['backbone']} {cfg['blocks']} blk, {cfg['image_size']} px, b{cfg['batch']}, eye {cfg['eye']}"
-    if cfg["width"] != 1.0:
-        text += f", width {cfg['width']:g}"
-    text += ", fp32" if cfg["precision"] == "32" else ", bf16"
-    if cfg["channels_last"]:
-        text += ", channels-last"
-    if cfg["compile"]:
-        text += ", compile"
-    if cfg["recompute_levels"] is not None:
-        text += f", recompute {cfg['recompute_levels']}"
+def run_side(side: str, cfg: dict, files: dict[str, str]) -> dict:
+    seconds = (run_plain if side == "plain" else run_framework)(cfg, files)
+    steady = seconds[cfg["warmup"]:]
+    return {"side": side, "seconds": seconds, "median_s": statistics.median(steady),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+
+
+def _value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
     return text
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, nargs="+", default=[2])
-    parser.add_argument("--eye", nargs="+", default=["none"], choices=list(EYE_MODELS))
+    parser.add_argument("--eye", default="none", choices=["none", "awing"])
     parser.add_argument("--backbone", default="unet")
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the generator and discriminator")
-    parser.add_argument("--recompute-levels", type=int, default=None,
-                        help="FaceSwapModule.recompute_levels (default: the module's default)")
-    parser.add_argument("--iterations", type=int, default=3, help="timed iterations after the warm-up")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first iterations (more with --compile)")
-    parser.add_argument("--weights-dir", help="where to keep the random ArcFace / AWing weights (default: a temp dir)")
-    parser.add_argument("--json", action="store_true", help="also print each row's raw figures as JSON")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a FaceSwapModule option for the framework side (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating plain/framework rounds (3)")
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per run (3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first iterations per run (1)")
+    parser.add_argument("--json", action="store_true", help="also print every run's figures as JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         job = json.loads(args.one)
-        print(json.dumps(run_one(job["cfg"], job["weights"])))
+        print(json.dumps(run_side(job["side"], job["cfg"], job["files"])))
         return
     import torch
 
-    base = {"backbone": args.backbone, "blocks": args.blocks, "image_size": args.image_size, "width": args.width,
-            "channels_last": args.channels_last, "compile": args.compile, "recompute_levels": args.recompute_levels,
-            "iterations": args.iterations,
-            "warmup": args.warmup}
-    configs = [{**base, "batch": b, "eye": e, "precision": p}
-               for b, e, p in itertools.product(args.batch, args.eye, args.precision)]
-
+    options = {}
+    for item in args.option:
+        name, _, value = item.partition("=")
+        options[name] = _value(value)
+    cfg = {"backbone": args.backbone, "blocks": args.blocks, "image_size": args.image_size, "batch": args.batch,
+           "eye": args.eye, "iterations": args.iterations, "warmup": args.warmup, "options": options}
+    runs: dict[str, list[dict]] = {"plain": [], "framework": []}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.weights_dir or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = save_random_weights(folder, "awing" if "awing" in args.eye else "none")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; identity loss ArcFace "
-              f"iresnet100 (random weights); {args.iterations} timed iterations after {args.warmup} warm-up; "
-              f"s/it is the median (best in brackets)\n")
-        print("| configuration | s/it | it/s | images/s | peak RSS GB | GHOST s/it | GHOST GB "
-              "| speed vs GHOST | memory vs GHOST |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for cfg in configs:
-            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps({"cfg": cfg, "weights": weights})],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
-                print(f"| {describe(cfg)} | failed: {last} | | | | | | | |", flush=True)
-                continue
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            ghost_s, ghost_gb = GHOST.get((cfg["backbone"], cfg["blocks"], cfg["image_size"], cfg["batch"],
-                                           cfg["eye"]), (None, None)) if cfg["width"] == 1.0 else (None, None)
-            speed = f"{ghost_s / row['median_s']:.2f}x" if ghost_s else "n/a"
-            memory = f"{row['peak_rss_gb'] / ghost_gb:.2f}x" if ghost_gb else "n/a"
-            note = f" ({row['nonfinite']} non-finite)" if row["nonfinite"] else ""
-            print(f"| {describe(cfg)}{note} | {row['median_s']:.2f} ({row['best_s']:.2f}) | {1 / row['median_s']:.3f} "
-                  f"| {cfg['batch'] / row['median_s']:.3f} | {row['peak_rss_gb']:.2f} "
-                  f"| {ghost_s if ghost_s else 'n/a'} | {ghost_gb if ghost_gb else 'n/a'} | {speed} | {memory} |",
-                  flush=True)
-            if args.json:
-                print(json.dumps(row), flush=True)
+        files = prepare(Path(tmp), cfg)
+        for round_ in range(args.rounds):
+            for side in ("plain", "framework"):
+                proc = subprocess.run([sys.executable, __file__, "--one",
+                                       json.dumps({"side": side, "cfg": cfg, "files": files})],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{side} run {round_} failed:\n{proc.stderr[-3000:]}")
+                runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                if args.json:
+                    print(json.dumps(runs[side][-1]), flush=True)
+    plain = [r["median_s"] for r in runs["plain"]]
+    framework = [r["median_s"] for r in runs["framework"]]
+    ratios = [p / f for p, f in zip(plain, framework)]
+    rss = {side: statistics.median(r["peak_rss_gb"] for r in runs[side]) for side in runs}
+    described = ", ".join(f"{k}={v}" for k, v in options.items()) or "ghost.yaml's defaults"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32; {args.backbone}, {args.blocks} "
+          f"AAD blocks, {args.image_size} px, batch {args.batch}, eye loss {args.eye}; framework options: {described}; "
+          f"{args.rounds} alternating rounds of {args.warmup} warm-up + {args.iterations} timed iterations\n")
+    print("| side | s/it (median of rounds) | range | images/s | peak RSS GB |")
+    print("|---|---:|---:|---:|---:|")
+    for side, values in (("plain loop", plain), ("framework", framework)):
+        key = "plain" if side == "plain loop" else "framework"
+        print(f"| {side} | {statistics.median(values):.2f} | {_spread(values)} | "
+              f"{args.batch / statistics.median(values):.3f} | {rss[key]:.2f} |")
+    print(f"\nspeed, framework vs plain: {statistics.median(plain) / statistics.median(framework):.2f}x "
+          f"(per-round ratios {_spread(ratios)}); peak RSS framework / plain: {rss['framework'] / rss['plain']:.2f}")
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def build_shards(inputs, out_dir, size: int = 256, detector: str = "yunet", min_
                 bar.advance(task)
     _remove_stale(out_dir, len(shards))
     manifest = Manifest(size=size, shards=infos, identities=identities, groups=len(planned),
-                        frames=sum(i.frames for i in infos), embedding=embeddings,
+                        frames=sum(i.frames for i in infos), embedding=embeddings, embedding_vector="raw",
                         settings={"inputs": [str(Path(p).expanduser().resolve()) for p in inputs],
                                   "detector": detector, "min_face": min_face, "min_score": min_score,
                                   "max_blur": max_blur, "video_stride": video_stride,

@@ -106,7 +106,10 @@ _ENCODERS: dict[str, object] = {}
 
 
 def embed(jpegs: list[bytes], encoder_name: str) -> np.ndarray:
-    """(n, D) float16 unit-norm identity embeddings of JPEG crops, computed in batches of 32."""
+    """(n, D) float16 raw identity features of JPEG crops (bilinear resize, as GHOST's training), in batches of 32.
+
+    Raw, not normalised: training normalises them only when ``model.normalize_identity`` asks for it.
+    """
     import torch
 
     if encoder_name not in _ENCODERS:
@@ -119,7 +122,7 @@ def embed(jpegs: list[bytes], encoder_name: str) -> np.ndarray:
         for start in range(0, len(jpegs), EMBED_BATCH):
             batch = np.stack([decode_jpeg(j) for j in jpegs[start:start + EMBED_BATCH]])
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            out.append(torch.nn.functional.normalize(encoder(x).float(), dim=-1).numpy())
+            out.append(encoder.features(x, "bilinear").float().numpy())
     return np.concatenate(out).astype(np.float16)
 
 

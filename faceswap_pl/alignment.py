@@ -4,6 +4,12 @@ Conventions: points are (x, y) in pixels; an affine matrix ``M`` (2x3) maps sour
 crop pixels (``crop = M @ [x, y, 1]``), as OpenCV's ``warpAffine`` expects. The template for a crop
 of size ``S`` is the 112-px ArcFace template scaled by ``S / 112``, so resizing an aligned crop from
 one size to another is the same as aligning at the other size.
+
+Two templates (:data:`TEMPLATES`): ``arcface``, the single 5-point ArcFace template (the shards, the
+recognizers), and ``ghost``, the alignment GHOST's inference uses (insightface 0.2.1's
+``estimate_norm(kps, 224, mode="None")``): the keypoints are fitted to each of five pose templates
+(left profile, left, frontal, right, right profile) and the fit with the smallest summed point
+distance is kept (:func:`ghost_alignment`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,18 @@ ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
+
+
+# insightface 0.2.1's five pose templates for 112-px crops (same point order), GHOST's alignment
+GHOST_TEMPLATES_112 = np.array([
+    [[51.642, 50.115], [57.617, 49.990], [35.740, 69.007], [51.157, 89.050], [57.025, 89.702]],  # left profile
+    [[45.031, 50.118], [65.568, 50.872], [39.677, 68.111], [45.177, 86.190], [64.246, 86.758]],  # left
+    [[39.730, 51.138], [72.270, 51.138], [56.000, 68.493], [42.463, 87.010], [69.537, 87.010]],  # frontal
+    [[46.845, 50.872], [67.382, 50.118], [72.737, 68.111], [48.167, 86.758], [67.236, 86.190]],  # right
+    [[54.796, 49.990], [60.771, 50.115], [76.673, 69.007], [55.388, 89.702], [61.257, 89.050]],  # right profile
+], dtype=np.float32).astype(np.float64)  # the float32 values insightface fits to
+
+TEMPLATES = ("arcface", "ghost")
 
 
 def arcface_template(size: int) -> np.ndarray:
@@ -55,8 +73,31 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def alignment_matrix(keypoints: np.ndarray, size: int) -> np.ndarray:
-    """Matrix (2, 3) taking an image with 5 ``keypoints`` (5, 2) to the aligned ``size`` crop."""
+def ghost_alignment(keypoints: np.ndarray, size: int = 224) -> tuple[np.ndarray, int]:
+    """GHOST's alignment: the best of the five pose templates scaled to ``size``.
+
+    Each template is fitted by a least-squares similarity; the one whose fitted keypoints lie closest to it
+    (sum over the 5 points of the Euclidean distance) wins, the first on a tie.
+
+    Returns:
+        ``(M, index)``: the (2, 3) image -> crop matrix and the template's index (0 left profile ... 4 right profile).
+    """
+    points = np.asarray(keypoints, dtype=np.float64).reshape(5, 2)
+    best, best_index, best_error = None, -1, np.inf
+    for index, template in enumerate(GHOST_TEMPLATES_112 * (size / 112.0)):
+        m = estimate_similarity(points, template)
+        error = np.sqrt(((transform_points(points, m) - template) ** 2).sum(1)).sum()
+        if error < best_error:
+            best, best_index, best_error = m, index, error
+    return best, best_index
+
+
+def alignment_matrix(keypoints: np.ndarray, size: int, template: str = "arcface") -> np.ndarray:
+    """Matrix (2, 3) taking an image with 5 ``keypoints`` (5, 2) to the aligned ``size`` crop on ``template``."""
+    if template == "ghost":
+        return ghost_alignment(keypoints, size)[0]
+    if template != "arcface":
+        raise ValueError(f"unknown alignment template {template!r}; choose one of {TEMPLATES}")
     return estimate_similarity(np.asarray(keypoints, dtype=np.float64).reshape(5, 2), arcface_template(size))
 
 
@@ -72,12 +113,17 @@ def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     return points @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
 
 
-def align_face(image: np.ndarray, keypoints: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop an aligned face from an HxWx3 uint8 image; returns (crop, M image->crop)."""
+def align_face(image: np.ndarray, keypoints: np.ndarray, size: int,
+               template: str = "arcface") -> tuple[np.ndarray, np.ndarray]:
+    """Crop an aligned face from an HxWx3 uint8 image; returns (crop, M image->crop).
+
+    Outside the image the ``arcface`` crop reflects the border; the ``ghost`` crop is black there, as GHOST's.
+    """
     import cv2
 
-    m = alignment_matrix(keypoints, size)
-    crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    m = alignment_matrix(keypoints, size, template)
+    border = cv2.BORDER_CONSTANT if template == "ghost" else cv2.BORDER_REFLECT
+    crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
     return crop, m
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from faceswap_pl.argtypes import number
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.export import add_export_parser
 from faceswap_pl.inference.swap import add_swap_parser
@@ -188,6 +189,41 @@ def add_shards_parser(sub) -> None:
     inspect.set_defaults(func=cmd_shards_inspect)
 
 
+def cmd_batches_record(args: argparse.Namespace) -> int:
+    from faceswap_pl.data.datamodule import FaceSwapDataModule
+    from faceswap_pl.data.tensor_batches import record_batches
+
+    data = FaceSwapDataModule(args.shards, image_size=args.image_size, batch_size=args.batch_size, num_workers=0,
+                              p_same=args.p_same, epoch_pairs=args.count * args.batch_size, seed=args.seed,
+                              identity_view=args.identity_size, augment=[] if args.no_augment else None)
+    count = record_batches(data.train_dataloader(), args.out, args.count)
+    print(f"{count} batches of {args.batch_size} (Xs_orig {args.identity_size} px, Xs and Xt {args.image_size} px, "
+          f"same_person) written to {args.out}")
+    return 0
+
+
+def add_batches_parser(sub) -> None:
+    """`faceswap-pl batches record`."""
+    batches = sub.add_parser("batches", help="record batches in GHOST's layout to replay them (here and in GHOST)")
+    batches_sub = batches.add_subparsers(dest="batches_command", metavar="ACTION")
+    batches_sub.required = True
+    record = batches_sub.add_parser(
+        "record", help="draw batches from shards and save them as GHOST's (Xs_orig, Xs, Xt, same_person)",
+        description="Draw pairs from shards as training does (GHOST's pairing and colour jitter, an independently "
+                    "jittered identity view) and save the batches to one file, replayed in order by "
+                    "faceswap_pl.data.TensorBatchDataModule and usable as the DataLoader of GHOST's train.py.")
+    record.add_argument("--shards", required=True, metavar="SPEC", help="training shards (folder, glob, brace list)")
+    record.add_argument("--out", required=True, metavar="FILE", help="batch file to write (.pt)")
+    record.add_argument("--count", type=number(int, 1), default=100, help="batches to record (default 100)")
+    record.add_argument("--batch-size", type=number(int, 1), default=16, help="pairs per batch (GHOST: 16)")
+    record.add_argument("--image-size", type=number(int, 1), default=256, help="Xs and Xt size (GHOST: 256)")
+    record.add_argument("--identity-size", type=number(int, 1), default=224, help="Xs_orig size (GHOST: 224)")
+    record.add_argument("--p-same", type=number(float, 0, 1), default=0.2, help="same-person probability (0.2)")
+    record.add_argument("--seed", type=int, default=0, help="seed of the pairing and augmentation (0)")
+    record.add_argument("--no-augment", action="store_true", help="no colour jitter")
+    record.set_defaults(func=cmd_batches_record)
+
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 RESTORATION_COMMANDS = ("fit", "validate")
 
@@ -362,7 +398,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_checkpoint(args.checkpoint, args.pairs, args.out, num_pairs=args.num_pairs,
                                  pairs_file=args.pairs_file, batch_size=args.batch_size, recognizer=args.recognizer,
-                                 worst=args.worst, device=args.device)
+                                 worst=args.worst, device=args.device, identity_weights=args.identity_weights)
     from rich.table import Table
 
     table = Table(title=f"{report['num_pairs']} pairs, {report['seconds']} s")
@@ -389,10 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="every metric of a checkpoint on fixed pairs: JSON + markdown report, "
                                                "grids of the worst swaps")
-    evaluate.add_argument("--checkpoint", required=True, help="a .ckpt written by `faceswap-pl fit`")
+    evaluate.add_argument("--checkpoint", required=True, help="a .ckpt written by `faceswap-pl fit`, an export "
+                          "folder, or GHOST's released generator G_*.pth")
+    evaluate.add_argument("--identity-weights", metavar="PATH", help="the identity encoder's weights when users bring "
+                          "them (ArcFace backbone.pth; needed for GHOST's G_*.pth)")
     evaluate.add_argument("--pairs", required=True, help="shards to take the pairs from (folder, glob, brace list)")
     evaluate.add_argument("--out", default="evaluation", help="report folder (default: ./evaluation)")
-    evaluate.add_argument("--num-pairs", type=int, default=64, help="pairs to evaluate (default 64)")
+    evaluate.add_argument("--num-pairs", type=number(int, 1), default=64, help="pairs to evaluate (default 64)")
     evaluate.add_argument("--pairs-file", help="JSON of pair references: read if it exists, else written")
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--recognizer", default="facenet", help="evaluation identity network (default facenet)")
@@ -426,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("validate", "val/psnr of a restoration checkpoint (--ckpt_path)")):
         restoration_sub.add_parser(name, help=text, add_help=False)
     add_shards_parser(sub)
+    add_batches_parser(sub)
     add_runs_parser(sub)
     add_sweep_parser(sub)
     add_export_parser(sub)

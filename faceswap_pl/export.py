@@ -52,8 +52,8 @@ CHAMPION_ALIAS = "champion"
 INPUT_CONVENTIONS = {
     "target": "float32 (N, 3, S, S), RGB, NCHW, values in [-1, 1]; an aligned face crop of S px made as in "
               "training (faceswap_pl.alignment)",
-    "source_embedding": "float32 (N, D), the identity encoder's embedding of the aligned source face, "
-                        "L2-normalised (unit length)",
+    "source_embedding": "float32 (N, D), the identity encoder's features of the aligned source face (resized "
+                        "as identity_resize says), L2-normalised when normalize_identity is true, else raw",
     "swap": "float32 (N, 3, S, S), RGB in [-1, 1], aligned like the target",
 }
 
@@ -119,6 +119,8 @@ def generator_config(module) -> dict[str, Any]:
         "id_dim": int(generator.id_dim),
         "identity_encoder": hp.identity_encoder,
         "identity_weights": Path(hp.identity_weights).name if hp.identity_weights else None,
+        "normalize_identity": bool(hp.normalize_identity),
+        "identity_resize": hp.identity_resize,
         "ema": module.generator_ema is not None,
         "iteration": int(module.iteration),
         "inputs": INPUT_CONVENTIONS,
@@ -326,8 +328,9 @@ def _model_card(config: dict, files: dict[str, dict], metrics: dict[str, float],
              f"- training iteration: {config['iteration']}",
              f"- weights: {'EMA copy of the generator' if config['ema'] else 'the generator'}", "",
              "## Configuration", "", "| option | value |", "|---|---|"]
-    for key in ("backbone", "num_aad_blocks", "image_size", "width", "id_dim", "identity_encoder", "identity_weights"):
-        lines.append(f"| {key} | `{config[key]}` |")
+    for key in ("backbone", "num_aad_blocks", "image_size", "width", "id_dim", "identity_encoder", "identity_weights",
+                "normalize_identity", "identity_resize"):
+        lines.append(f"| {key} | `{config.get(key)}` |")
     lines += ["", "## Inputs and output", "",
               f"- `target`: {target_doc}",
               f"- `source_embedding`: {embedding_doc} from `{config['identity_encoder']}`",
@@ -527,7 +530,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         run_id, study_uri, trial = best_trial_run(args.best, storage=args.storage, out=args.sweep_out)
         tracking_uri = tracking_uri or study_uri
-        console.print(f"sweep {args.best}: best trial {trial.number} (objective {trial.value:.4g}, {trial.params}), "
+        console.print(f"sweep {args.best}: best trial {trial.number} (objective {trial.values[0]:.4g}, {trial.params}), "
                       f"MLflow run {run_id}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else find_run_checkpoint(run_id, tracking_uri)
     if run_id:

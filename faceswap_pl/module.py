@@ -26,6 +26,7 @@ from faceswap_pl import losses
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.models.aei_net import AEINet
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+from faceswap_pl.models.identity import IDENTITY_RESIZES
 
 
 class TrainingDivergedError(FaceSwapError):
@@ -45,14 +46,28 @@ class FaceSwapModule(L.LightningModule):
         eye_model: landmark model for the eye loss (``mediapipe_iris``, ``awing_fan``); built only if ``w_eye > 0``.
         eye_weights: weights file for ``awing_fan`` (``WFLW_4HG.pth``).
         d_ndf, d_layers, d_scales, d_norm: discriminator width, depth, number of scales, normalisation.
-        w_adv, w_id, w_att, w_rec, w_eye: loss weights (GHOST: 1, 20 (15 in stage 1), 10, 10, 0 / ~800).
+        w_adv, w_id, w_att, w_rec, w_eye: loss weights (GHOST: 1, 20 (15 in stage 1), 10, 10, 0 / ~800 with
+            ``awing_fan`` and ``eye_reduction="sum"``).
         real_images: which images the discriminator sees as real: ``source`` (GHOST) or ``target``.
+        normalize_identity: feed the generator L2-normalised identity vectors; GHOST feeds the raw
+            features (False), in training and at inference.
+        identity_resize: how crops are resized to the identity network's input: ``bilinear`` (GHOST's
+            train.py: ``F.interpolate(bilinear, align_corners=False)``), ``corners`` (``align_corners=True``,
+            GHOST's inference) or ``antialias`` (each encoder's own area-like resize).
+        eye_reduction: ``sum`` (GHOST: MSE of the left eye + MSE of the right eye) or ``mean`` (one mean
+            over both, half of ``sum``).
+        loss_denominators: ``ghost``: batch averages as GHOST writes them, ``sum / (rows + 1e-4)`` for the
+            adversarial terms and ``sum / (same rows + 1e-6)`` for reconstruction; ``mean``: plain means.
+        init_generator, init_discriminator: weight files to start from when a fit begins (not when it
+            resumes): GHOST ``G_*.pth`` / ``D_*.pth`` or a ``faceswap-pl fit`` checkpoint (GHOST's
+            ``--pretrained``); the layout must equal the config's (a mismatch names the option to set).
         lr_g, lr_d, betas, weight_decay: Adam settings (GHOST: 4e-4, (0, 0.999), 1e-4).
         lr_step_iterations, lr_gamma: optional step decay every N iterations (GHOST: 5000, 0.2).
         grad_clip: max gradient norm (applied after unscaling), None for no clipping.
         d_skip_threshold: GHOST's rule: skip the discriminator step while the running mean of the
             generator's adversarial loss is >= this (GHOST: 4.0); None disables it.
         d_skip_momentum: momentum of that running mean (GHOST: 0.98); it persists across epochs.
+        d_skip_start: the running mean's value before the first iteration (GHOST: 20).
         ema_decay: keep an exponential moving average of the generator (e.g. 0.999); None disables it.
         max_nonfinite: stop with a clear error after this many non-finite iterations in a row.
         max_iterations: stop after this many iterations (None: let the Trainer decide).
@@ -66,6 +81,15 @@ class FaceSwapModule(L.LightningModule):
             the backward pass instead of storing their activations (the same values and gradients;
             see :meth:`AADGenerator.set_recompute`); 0 turns it off. ``benchmarks/train_step.py
             --recompute-levels N`` measures the memory / time trade-off.
+        split_backward: take the generator's gradient in pieces (each frozen head differentiated to the swap
+            on its own, then one backward through the generator) and the discriminator's real and fake halves
+            one after the other, so fewer graphs are alive at once. The same gradients added up in another
+            order: float rounding then differs from GHOST's single backward, and Adam's normalisation turns
+            that into weight differences of up to ``2 * lr`` on parameters whose true gradient is zero (biases
+            in front of a normalisation). Off (GHOST's one backward per phase) for step-for-step parity.
+        fused_adam: Adam's fused kernels (one per tensor; not with ``grad_clip``). Off: torch.optim.Adam's
+            default implementation for the device, as GHOST's train.py gets it; the fused kernels round the
+            last bit of some updates differently, which Adam's normalisation amplifies in later steps.
     """
 
     ddp_submodules = ("generator", "discriminator")
@@ -90,6 +114,10 @@ class FaceSwapModule(L.LightningModule):
         w_rec: float = 10.0,
         w_eye: float = 0.0,
         real_images: Literal["source", "target"] = "source",
+        normalize_identity: bool = False,
+        identity_resize: Literal["bilinear", "corners", "antialias"] = "bilinear",
+        eye_reduction: Literal["sum", "mean"] = "sum",
+        loss_denominators: Literal["ghost", "mean"] = "ghost",
         lr_g: float = 4e-4,
         lr_d: float = 4e-4,
         betas: tuple[float, float] = (0.0, 0.999),
@@ -99,12 +127,17 @@ class FaceSwapModule(L.LightningModule):
         grad_clip: float | None = None,
         d_skip_threshold: float | None = None,
         d_skip_momentum: float = 0.98,
+        d_skip_start: float = 20.0,
+        init_generator: str | None = None,
+        init_discriminator: str | None = None,
         ema_decay: float | None = None,
         max_nonfinite: int = 10,
         max_iterations: int | None = None,
         channels_last: bool = False,
         step_in_backward: bool = True,
         recompute_levels: int = 3,
+        split_backward: bool = False,
+        fused_adam: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -118,7 +151,7 @@ class FaceSwapModule(L.LightningModule):
         self.discriminator = MultiscaleDiscriminator(ndf=d_ndf, n_layers=d_layers, num_scales=d_scales, norm=d_norm)
         self.generator_ema = _ema_copy(self.generator) if ema_decay is not None else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
-        self.register_buffer("adv_running_mean", torch.zeros(()))
+        self.register_buffer("adv_running_mean", torch.tensor(float(d_skip_start), dtype=torch.float64))
         self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
         self._nonfinite_streak = 0
         if channels_last:
@@ -161,16 +194,34 @@ class FaceSwapModule(L.LightningModule):
         return getattr(self, "_ddp_wrappers", {}).get(name, getattr(self, name))
 
     def forward(self, target: torch.Tensor, source_embedding: torch.Tensor) -> torch.Tensor:
-        """Swap: (N, 3, S, S) targets in [-1, 1] and (N, id_dim) unit source embeddings -> (N, 3, S, S)."""
+        """Swap: (N, 3, S, S) targets in [-1, 1] and (N, id_dim) source vectors (:meth:`source_embedding`) -> (N, 3, S, S)."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator
         return generator(target, source_embedding)[0]
 
+    def identity_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw identity features (N, D) of aligned crops, resized as ``identity_resize`` says."""
+        # in the generator's parameter dtype: float32 out of a bf16 autocast, float64 under 64-true
+        return self.identity.features(images, self.hparams.identity_resize).to(self._parameter_dtype())
+
+    def _parameter_dtype(self) -> torch.dtype:
+        return self.generator.generator.up1.weight.dtype
+
+    def identity_vector(self, features: torch.Tensor) -> torch.Tensor:
+        """What the generator takes: the features as they are (GHOST) or L2-normalised (``normalize_identity``)."""
+        return F.normalize(features, dim=-1) if self.hparams.normalize_identity else features
+
     def source_embedding(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The batch's precomputed ``source_embedding`` (normalised) or the identity encoder's."""
+        """The generator's identity input for a batch (N, D).
+
+        From the batch's precomputed ``source_embedding`` when it has one, else the identity encoder's
+        features of ``identity_source`` (the source view augmented for the identity encoder alone, GHOST's
+        ``Xs_orig``) or, without that view, of ``source``; then :meth:`identity_vector`.
+        """
         if batch.get("source_embedding") is not None:
-            return F.normalize(batch["source_embedding"].float(), dim=-1)
+            return self.identity_vector(batch["source_embedding"].to(self._parameter_dtype()))
+        images = batch.get("identity_source")
         with torch.no_grad():
-            return self.identity(batch["source"]).float()
+            return self.identity_vector(self.identity_features(batch["source"] if images is None else images))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
@@ -179,33 +230,61 @@ class FaceSwapModule(L.LightningModule):
 
     def generator_losses(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
                          source_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every generator loss term (unweighted) for one batch; the eye term only when it is weighted."""
-        heads = self._frozen_head_losses(batch, source_embedding)
-        terms = {"adv": heads["adv"](swap), "id": heads["id"](swap)}
+        """Every generator loss term (unweighted) for one batch; the eye term only when it is weighted.
+
+        Computed in GHOST's order (D(Y), ArcFace(Y), eye heatmaps, then the losses), so that one backward
+        of their weighted sum (:meth:`weighted_generator_loss`) rounds as GHOST's train.py does.
+        """
+        scores = self.discriminator(swap)
+        swap_identity = self.identity_features(swap)
+        eyes = None
+        if self.hparams.w_eye > 0:
+            with torch.no_grad():
+                target_eyes = self.eye.eye_features(batch["target"])
+            eyes = (self.eye.eye_features(swap), target_eyes)
+        terms = {"adv": losses.hinge_g_loss(scores, self._adv_eps()),
+                 "id": losses.identity_loss(source_embedding, swap_identity)}
         terms.update(self._generator_own_losses(batch, swap, target_attributes))
-        if "eye" in heads:
-            terms["eye"] = heads["eye"](swap)
+        if eyes is not None:
+            terms["eye"] = losses.eye_loss(*eyes, self.hparams.eye_reduction)
         return terms
+
+    def weighted_generator_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``w_adv L_adv + w_att L_attr + w_id L_id + w_rec L_rec (+ w_eye L_eye)``, summed in GHOST's order."""
+        weights = self._loss_weights()
+        loss = 0.0
+        for name in ("adv", "att", "id", "rec", "eye"):
+            if name in terms:
+                loss = loss + weights[name] * terms[name]
+        return loss
 
     def _frozen_head_losses(self, batch: dict[str, Any], source_embedding: torch.Tensor) -> dict[str, Callable]:
         """The loss terms computed by networks that get no parameter gradient in the generator step
         (the discriminator, toggled off, and the frozen identity / eye networks): ``swap -> term``."""
+        eps = self._adv_eps()
         heads: dict[str, Callable] = {
-            "adv": lambda swap: losses.hinge_g_loss(self.discriminator(swap)),
-            "id": lambda swap: losses.identity_loss(source_embedding, self.identity(swap)),
+            "adv": lambda swap: losses.hinge_g_loss(self.discriminator(swap), eps),
+            "id": lambda swap: losses.identity_loss(source_embedding, self.identity_features(swap)),
         }
         if self.hparams.w_eye > 0:
             with torch.no_grad():
                 target_eyes = self.eye.eye_features(batch["target"])
-            heads["eye"] = lambda swap: losses.eye_loss(self.eye.eye_features(swap), target_eyes)
+            heads["eye"] = lambda swap: losses.eye_loss(self.eye.eye_features(swap), target_eyes,
+                                                        self.hparams.eye_reduction)
         return heads
+
+    def _adv_eps(self) -> float:
+        return losses.GHOST_ADV_EPS if self.hparams.loss_denominators == "ghost" else 0.0
+
+    def _rec_eps(self) -> float:
+        return losses.GHOST_REC_EPS if self.hparams.loss_denominators == "ghost" else 0.0
 
     def _generator_own_losses(self, batch: dict[str, Any], swap: torch.Tensor,
                               target_attributes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The terms whose gradient also reaches generator parameters by another path than ``swap``."""
         return {
             "att": losses.attribute_loss(target_attributes, self.generator.get_attr(swap)),
-            "rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"]),
+            "rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"], self._rec_eps()),
         }
 
     def _generator_backward(self, batch: dict[str, Any], swap: torch.Tensor, target_attributes: list[torch.Tensor],
@@ -213,14 +292,44 @@ class FaceSwapModule(L.LightningModule):
                             ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Backward of the weighted generator loss; returns the detached terms and the loss.
 
-        With ``stepper`` and a finite loss, each generator parameter is updated by
-        ``stepper.step_parameter`` as soon as its gradient is complete, and its gradient dropped.
+        One ``manual_backward`` of :meth:`weighted_generator_loss` (GHOST's), or with ``split_backward`` the
+        same gradient taken in pieces (:meth:`_split_generator_backward`). With ``stepper`` and a finite loss,
+        each generator parameter is updated by ``stepper.step_parameter`` as soon as its gradient is
+        complete, and its gradient dropped.
+        """
+        if self.hparams.split_backward:
+            return self._split_generator_backward(batch, swap, target_attributes, source_embedding, stepper)
+        terms = self.generator_losses(batch, swap, target_attributes, source_embedding)
+        loss_g = self.weighted_generator_loss(terms)
+        self._backward_stepping(loss_g, stepper, loss_g)
+        return {name: value.detach() for name, value in terms.items()}, loss_g.detach()
 
-        The same gradient as ``manual_backward(sum(w * term))``, taken in pieces so that fewer graphs
-        are alive at once: each frozen head (discriminator, identity, eye network) runs on a detached
-        copy of the swap and is differentiated to the swap at once, freeing its graph; the sum of those
-        swap gradients then enters the one backward through the generator, together with the
-        attribute and reconstruction terms (a surrogate ``sum(swap * g)`` whose gradient is ``g``).
+    def _backward_stepping(self, loss: torch.Tensor, stepper: LeanAdam | None, loss_g: torch.Tensor) -> None:
+        """``manual_backward(loss)``, stepping each generator parameter inside it when ``stepper`` is given."""
+        hooks = []
+        if stepper is not None and self._all_finite(loss_g):
+            def step_now(param: torch.Tensor) -> None:
+                stepper.step_parameter(param)
+                param.grad = None
+
+            hooks = [p.register_post_accumulate_grad_hook(step_now) for p in self.generator.parameters()
+                     if p.requires_grad]
+        try:
+            self.manual_backward(loss)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _split_generator_backward(self, batch: dict[str, Any], swap: torch.Tensor,
+                                  target_attributes: list[torch.Tensor], source_embedding: torch.Tensor,
+                                  stepper: LeanAdam | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The generator's gradient taken in pieces, so that fewer graphs are alive at once.
+
+        Each frozen head (discriminator, identity, eye network) runs on a detached copy of the swap and is
+        differentiated to the swap at once, freeing its graph; the sum of those swap gradients then enters
+        the one backward through the generator, together with the attribute and reconstruction terms (a
+        surrogate ``sum(swap * g)`` whose gradient is ``g``). The same gradient as one backward, added up
+        in another order.
         """
         weights = self._loss_weights()
         scale = self._loss_scale()
@@ -239,25 +348,13 @@ class FaceSwapModule(L.LightningModule):
         own = self._generator_own_losses(batch, swap, target_attributes)
         values.update({name: value.detach() for name, value in own.items()})
         terms = {name: values[name] for name in ("adv", "id", "att", "rec", "eye") if name in values}
-        loss_g = sum(weights[name] * value for name, value in terms.items())
+        loss_g = self.weighted_generator_loss(terms)
 
         surrogate = sum(weights[name] * value for name, value in own.items())
         if swap_grad is not None:
             surrogate = surrogate + (swap * (swap_grad / scale)).sum()
         del own, swap_grad
-        hooks = []
-        if stepper is not None and self._all_finite(loss_g):
-            def step_now(param: torch.Tensor) -> None:
-                stepper.step_parameter(param)
-                param.grad = None
-
-            hooks = [p.register_post_accumulate_grad_hook(step_now) for p in self.generator.parameters()
-                     if p.requires_grad]
-        try:
-            self.manual_backward(surrogate)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        self._backward_stepping(surrogate, stepper, loss_g)
         return terms, loss_g
 
     def _step_in_backward(self, optimizer) -> LeanAdam | None:
@@ -297,25 +394,13 @@ class FaceSwapModule(L.LightningModule):
         if g_finite and self.generator_ema is not None:
             _ema_update(self.generator_ema, self.generator, hp.ema_decay)
 
-        adv = self.trainer.strategy.reduce(terms["adv"].detach().float(), reduce_op="mean")
-        if torch.isfinite(adv):
-            self.adv_running_mean.mul_(hp.d_skip_momentum).add_((1 - hp.d_skip_momentum) * adv)
+        adv = self.trainer.strategy.reduce(terms["adv"].detach().double(), reduce_op="mean")
+        if torch.isfinite(adv):  # in float64, as GHOST's Python float: m * 0.98 + L_adv * 0.02
+            self.adv_running_mean.mul_(hp.d_skip_momentum).add_(adv.double() * (1 - hp.d_skip_momentum))
         skip_d = hp.d_skip_threshold is not None and bool(self.adv_running_mean >= hp.d_skip_threshold)
 
         with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not skip_d):
-            discriminator = self.ddp_wrapped("discriminator")
-            real = self._layout(batch["source"] if hp.real_images == "source" else batch["target"])
-            # real and fake halves of the loss are differentiated one after the other (the gradients add
-            # up in .grad), so the discriminator's activations for only one batch are alive at a time
-            real_scores = discriminator(real)
-            if not skip_d:
-                self.manual_backward(losses.hinge_d_loss(real_scores, []))
-            fake_scores = discriminator(swap)
-            if not skip_d:
-                self.manual_backward(losses.hinge_d_loss([], fake_scores))
-            real_scores = [s.detach() for s in real_scores]
-            fake_scores = [s.detach() for s in fake_scores]
-            loss_d = losses.hinge_d_loss(real_scores, fake_scores)
+            real_scores, fake_scores, loss_d = self._discriminator_backward(batch, swap, backward=not skip_d)
             d_finite = True
             if not skip_d:
                 d_finite = self._all_finite(loss_d)
@@ -333,7 +418,7 @@ class FaceSwapModule(L.LightningModule):
             "train/loss_g": loss_g.detach(), "train/loss_d": loss_d.detach(),
             "train/d_real": torch.stack([s.mean() for s in real_scores]).mean().detach(),
             "train/d_fake": torch.stack([s.mean() for s in fake_scores]).mean().detach(),
-            "train/d_skipped": float(skip_d), "train/adv_running_mean": self.adv_running_mean.clone(),
+            "train/d_skipped": float(skip_d), "train/adv_running_mean": self.adv_running_mean.float(),
             "train/nonfinite_total": self.nonfinite_total.float(), "train/iteration": self.iteration.float(),
         })
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=target.shape[0])
@@ -341,6 +426,35 @@ class FaceSwapModule(L.LightningModule):
         if "skipped" in batch:  # corrupt JPEGs the shard reader skipped since its previous batch
             self.log("train/corrupt_frames", batch["skipped"].float().sum(), reduce_fx="sum", on_step=False,
                      on_epoch=True, batch_size=target.shape[0])
+
+    def _discriminator_backward(self, batch: dict[str, Any], swap: torch.Tensor, backward: bool
+                                ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The discriminator's scores on real images and on the detached swap, its loss, and (with
+        ``backward``) the loss's backward: one, on GHOST's ``0.5 * (L_true + L_fake)`` computed in GHOST's
+        order, or with ``split_backward`` the real and fake halves one after the other (their gradients add
+        up in ``.grad``; the activations of only one batch are alive at a time). Returns detached scores."""
+        hp = self.hparams
+        discriminator = self.ddp_wrapped("discriminator")
+        real = self._layout(batch["source"] if hp.real_images == "source" else batch["target"])
+        eps = self._adv_eps()
+        if hp.split_backward:
+            real_scores = discriminator(real)
+            if backward:
+                self.manual_backward(0.5 * losses.hinge_d_term(real_scores, real=True, eps=eps))
+            fake_scores = discriminator(swap)
+            if backward:
+                self.manual_backward(0.5 * losses.hinge_d_term(fake_scores, real=False, eps=eps))
+            real_scores = [s.detach() for s in real_scores]
+            fake_scores = [s.detach() for s in fake_scores]
+            return real_scores, fake_scores, losses.hinge_d_loss(real_scores, fake_scores, eps)
+        fake_scores = discriminator(swap)
+        loss_fake = losses.hinge_d_term(fake_scores, real=False, eps=eps)
+        real_scores = discriminator(real)
+        loss_real = losses.hinge_d_term(real_scores, real=True, eps=eps)
+        loss_d = 0.5 * (loss_real + loss_fake)
+        if backward:
+            self.manual_backward(loss_d)
+        return [s.detach() for s in real_scores], [s.detach() for s in fake_scores], loss_d.detach()
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = bool(torch.isfinite(loss.detach()).all())
@@ -380,8 +494,8 @@ class FaceSwapModule(L.LightningModule):
         source_embedding = self.source_embedding(batch)
         swap = self(batch["target"], source_embedding)
         metrics = {
-            "val/id_cos": F.cosine_similarity(source_embedding, self.identity(swap).float(), dim=-1).mean(),
-            "val/rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"]),
+            "val/id_cos": F.cosine_similarity(source_embedding, self.identity_features(swap), dim=-1).mean(),
+            "val/rec": losses.reconstruction_loss(swap, batch["target"], batch["same_identity"], self._rec_eps()),
             "val/att": losses.attribute_loss(self.generator.get_attr(batch["target"]), self.generator.get_attr(swap)),
         }
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=swap.shape[0])
@@ -389,11 +503,61 @@ class FaceSwapModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self(batch["target"], self.source_embedding(batch))
 
+    # ---- set-up: initial weights, the data's precomputed embeddings ----
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        describe = getattr(datamodule, "precomputed_embeddings", None)
+        if callable(describe):
+            self.check_precomputed_embeddings(describe())
+
+    def on_fit_start(self) -> None:
+        # runs after a resumed fit restored its checkpoint (iteration > 0), which then keeps its own weights
+        if int(self.iteration) == 0:
+            self.load_initial_weights()
+
+    def load_initial_weights(self) -> None:
+        """Load ``init_generator`` / ``init_discriminator`` (GHOST's ``--pretrained``) and restart the EMA copy."""
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from faceswap_pl.models.weight_files import init_discriminator_from, init_generator_from
+
+        hp = self.hparams
+        if hp.init_generator:
+            what = init_generator_from(self.generator, hp.init_generator)
+            if self.generator_ema is not None:
+                self.generator_ema.load_state_dict(self.generator.state_dict())
+            rank_zero_info(f"Generator initialised from {hp.init_generator}: {what}.")
+        if hp.init_discriminator:
+            what = init_discriminator_from(self.discriminator, hp.init_discriminator)
+            rank_zero_info(f"Discriminator initialised from {hp.init_discriminator}: {what}.")
+
+    def check_precomputed_embeddings(self, info: dict[str, Any] | None) -> None:
+        """Refuse shard embeddings of another encoder, or unit vectors where raw ones are fed (one sentence each).
+
+        ``info``: ``{"encoder": name, "vector": "raw" | "unit"}`` from the datamodule, None without embeddings.
+        """
+        from faceswap_pl.errors import ModelOptionError
+
+        if not info:
+            return
+        hp = self.hparams
+        if info["encoder"] != hp.identity_encoder:
+            raise ModelOptionError(
+                f"The shards' precomputed embeddings come from {info['encoder']!r} but model.identity_encoder is "
+                f"{hp.identity_encoder!r}; set data.use_embeddings=false, or rebuild the shards with "
+                f"`faceswap-pl shards build --embeddings {hp.identity_encoder}`.")
+        if info["vector"] == "unit" and not hp.normalize_identity:
+            raise ModelOptionError(
+                "The shards' precomputed embeddings are unit vectors (an older build) but model.normalize_identity "
+                "is false (GHOST feeds raw features); set data.use_embeddings=false, rebuild the shards, or set "
+                "model.normalize_identity=true.")
+
     def configure_optimizers(self):
         hp = self.hparams
         # fused Adam: one kernel per tensor and no temporaries; not with clipping, which Lightning's
         # mixed-precision plugin refuses for optimizers that unscale gradients themselves
-        fused = hp.grad_clip is None
+        fused = hp.fused_adam and hp.grad_clip is None
         opt_g = _adam(self.generator.parameters(), fused, lr=hp.lr_g, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         opt_d = _adam(self.discriminator.parameters(), fused, lr=hp.lr_d, betas=tuple(hp.betas),
                       weight_decay=hp.weight_decay)
@@ -416,6 +580,10 @@ def _check_options(hp) -> None:
     for name in ("w_adv", "w_id", "w_att", "w_rec", "w_eye", "lr_g", "lr_d", "weight_decay"):
         if hp[name] < 0:
             raise ModelOptionError(f"model.{name} must be >= 0, got {hp[name]}.")
+    for name, choices in (("identity_resize", IDENTITY_RESIZES), ("eye_reduction", losses.EYE_REDUCTIONS),
+                          ("loss_denominators", ("ghost", "mean"))):
+        if hp[name] not in choices:
+            raise ModelOptionError(f"model.{name} must be one of {', '.join(choices)}, got {hp[name]!r}.")
     if hp.max_nonfinite < 1:
         raise ModelOptionError(f"model.max_nonfinite must be >= 1, got {hp.max_nonfinite}.")
     if hp.ema_decay is not None and not 0.0 < hp.ema_decay < 1.0:

@@ -171,7 +171,7 @@ def check_checkpoint_path(config) -> None:
     import torch
 
     from faceswap_pl.errors import UnsafeCheckpointError
-    from faceswap_pl.models.checkpoint import CheckpointNotFoundError, _torch_load
+    from faceswap_pl.models.checkpoint import CheckpointNotFoundError, read_torch_file
 
     if "weights_only" in config and config.get("weights_only") is None:
         config.weights_only = True
@@ -185,7 +185,7 @@ def check_checkpoint_path(config) -> None:
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # not a zip checkpoint, or unreadable: the checked loader says which, in one sentence
-        _torch_load(path)
+        read_torch_file(path)
         return
     if unsafe:
         raise UnsafeCheckpointError(f"Refused to load '{path}' for safety: its pickle asks for {', '.join(unsafe)}, "

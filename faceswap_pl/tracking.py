@@ -406,6 +406,84 @@ def compare_runs(uri: str | None = None, experiment: str | None = None, metrics:
                          run_ids=[run.info.run_id for run in runs], total_runs=total)
 
 
+@dataclass
+class GroupComparison:
+    """Runs grouped by params: per group the number of runs and each metric's figures
+    (:func:`faceswap_pl.sweep.stats.describe`), best group first, and Welch's p against the best group."""
+
+    group_by: list[str]
+    metrics: list[str]
+    groups: list[dict]  # {"key": {param: value}, "runs": n, "summary": {metric: figures}, "p": {metric: p}}
+    title: str
+    tracking_uri: str
+    sort: str
+    ascending: bool
+
+
+def group_runs(uri: str | None = None, experiment: str | None = None, group_by: list[str] | None = None,
+               metrics: list[str] | None = None, sort: str | None = None,
+               ascending: bool | None = None) -> GroupComparison:
+    """Group an experiment's runs by the values of ``group_by`` params (e.g. the seeds of each configuration).
+
+    Only runs that logged the sort metric count (a sweep's per-configuration runs hold ``mean/...`` figures,
+    its seed runs the ``eval/*`` values). Each group gives the mean and 95% interval of every metric over its
+    runs; ``p`` is Welch's t-test against the best group (sorted by ``sort``).
+    """
+    from faceswap_pl.sweep.stats import describe, welch_p
+
+    comparison = compare_runs(uri, experiment=experiment, metrics=metrics, sort=sort, ascending=ascending,
+                              params=group_by, limit=None)
+    sort_index = comparison.columns.index(comparison.sort)
+    param_index = [comparison.columns.index(p) for p in group_by]
+    buckets: dict[tuple, list[list]] = {}
+    for row in comparison.rows:
+        if row[sort_index] is None:
+            continue
+        buckets.setdefault(tuple(row[i] for i in param_index), []).append(row)
+    groups = []
+    for key, rows in buckets.items():
+        values = {m: [r[comparison.columns.index(m)] for r in rows if r[comparison.columns.index(m)] is not None]
+                  for m in comparison.metrics}
+        groups.append({"key": dict(zip(group_by, key)), "runs": len(rows), "values": values,
+                       "summary": {m: describe(v) for m, v in values.items()}})
+    sign = 1.0 if comparison.ascending else -1.0
+    groups.sort(key=lambda g: sign * g["summary"][comparison.sort]["mean"])
+    for group in groups:
+        group["p"] = {m: welch_p(group["values"][m], groups[0]["values"][m]) if group is not groups[0] else None
+                      for m in comparison.metrics}
+    title = (f"Experiment {comparison.experiment!r}: {len(groups)} groups by {', '.join(group_by)} "
+             f"({sum(g['runs'] for g in groups)} runs), by mean {comparison.sort}")
+    return GroupComparison(group_by=list(group_by), metrics=comparison.metrics, groups=groups, title=title,
+                           tracking_uri=comparison.tracking_uri, sort=comparison.sort, ascending=comparison.ascending)
+
+
+def plot_groups(result: GroupComparison, out_png: str | os.PathLike) -> Path:
+    """The groups' means with their 95% intervals as error bars, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [", ".join(str(v) for v in g["key"].values()) for g in result.groups]
+    fig, axes = plt.subplots(1, len(result.metrics), figsize=(1.5 + 1.1 * max(3, len(labels)) * len(result.metrics),
+                                                              4), squeeze=False)
+    for ax, metric in zip(axes[0], result.metrics):
+        summaries = [g["summary"][metric] for g in result.groups]
+        ax.errorbar(np.arange(len(labels)), [s["mean"] for s in summaries],
+                    yerr=[s["ci95"] if np.isfinite(s["ci95"]) else 0.0 for s in summaries], fmt="o", capsize=4)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_ylabel(metric)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"mean and 95% interval per {', '.join(result.group_by)}")
+    fig.tight_layout()
+    path = Path(out_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------- plots
 
 def plot_metric_curves(uri: str | None, run_ids: list[str], metrics: list[str], out_png: str | os.PathLike) -> Path:
@@ -483,11 +561,41 @@ def _format(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _print_groups(args: argparse.Namespace, console) -> int:
+    import math
+
+    from rich.table import Table
+
+    from faceswap_pl.sweep.stats import interval
+
+    result = group_runs(args.tracking_uri, experiment=args.experiment, group_by=args.group_by, metrics=args.metric,
+                        sort=args.sort, ascending=args.ascending)
+    table = Table(title=result.title)
+    for column in [*result.group_by, "runs", *result.metrics, f"vs best: {result.sort}"]:
+        table.add_column(column.replace("/", "/\n"), justify="right" if column not in result.group_by else "left")
+    for group in result.groups:
+        p = group["p"][result.sort]
+        verdict = "best" if p is None else ("no test (1 run)" if not math.isfinite(p) else
+                                            f"{'differs' if p < 0.05 else 'n.s.'} (p={p:.2g})")
+        table.add_row(*[str(v) for v in group["key"].values()], str(group["runs"]),
+                      *[interval(group["summary"][m]) for m in result.metrics], verdict)
+    console.print(table)
+    console.print("mean ± half-width of the 95% interval (Student's t) over each group's runs; vs best: Welch's "
+                  "t-test against the first group")
+    if not args.no_plot:
+        path = plot_groups(result, Path(args.plot).with_name(Path(args.plot).stem + "_groups.png"))
+        console.print(f"groups plot: {path.resolve()}")
+    console.print(f"tracking store: {result.tracking_uri}")
+    return 0
+
+
 def cmd_runs_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from faceswap_pl.cli import _console
 
+    if args.group_by:
+        return _print_groups(args, _console())
     result = compare_runs(args.tracking_uri, experiment=args.experiment, metrics=args.metric, sort=args.sort,
                           ascending=args.ascending, params=args.param, limit=args.limit)
     table = Table(title=result.title)
@@ -574,6 +682,9 @@ def add_runs_parser(sub) -> None:
     direction.add_argument("--descending", dest="ascending", action="store_const", const=False,
                            help="largest first (default for similarities and accuracies: names with id_, cos, "
                                 "top or select)")
+    compare.add_argument("--group-by", action="append", metavar="P",
+                         help="group the runs by this param (repeatable), e.g. model.backbone: per group the number of "
+                              "runs, the mean and 95%% interval of each metric, and Welch's test against the best group")
     compare.add_argument("--tracking-uri", metavar="URI", help=uri_help)
     compare.add_argument("--plot", default="runs_compare.png", metavar="PNG",
                          help="metric curves image to write (default runs_compare.png)")

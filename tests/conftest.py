@@ -33,6 +33,16 @@ def media():
 
 
 @pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory):
+    """The demo dataset (train/ and val/) at 64 px, built once per test session."""
+    from data_pipelines import build_demo
+
+    folder = tmp_path_factory.mktemp("demo")
+    build_demo(folder, size=64, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def randomize_batchnorm():
     """Callable ``(module, seed=0) -> module``: seeded random BatchNorm weights, biases and running stats.
 

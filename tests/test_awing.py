@@ -57,8 +57,8 @@ def test_loaded_checkpoint_reproduces_the_in_memory_network_and_passes_gradients
     x = (torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_()
     model.train()  # must stay in eval mode
     heatmaps = model.heatmaps(x)
-    with torch.no_grad():  # the FAN sees 256-px RGB in [0, 1]
-        expected = fan(resize_aligned(x, 256) * 0.5 + 0.5)[-1][:, :98]
+    with torch.no_grad():  # the FAN sees 256-px RGB in [0, 1], mapped as GHOST maps it (0.5 * x + 0.5)
+        expected = fan(resize_aligned(0.5 * x + 0.5, 256))[-1][:, :98]
     assert heatmaps.shape == (1, 98, 64, 64)
     assert torch.allclose(heatmaps, expected, rtol=0, atol=1e-6)
     assert (heatmaps >= 0).all()  # GHOST's effective end_relu

@@ -66,8 +66,8 @@ def test_fit_logs_to_mlflow_in_sqlite(tmp_path, monkeypatch):
     # the resolved config as flattened params too
     assert run.data.params["model.max_iterations"] == "2" and run.data.params["trainer.default_root_dir"] == "outputs"
     assert run.data.params["data.init_args.batch_size"] == "4"
-    assert {"train/loss_g", "train/id", "val/id_cos"} <= set(run.data.metrics)
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    assert {"train/loss_g", "train/id", "val/id_cos", "eval/id_top1", "eval/gallery_identities"} <= set(run.data.metrics)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml", "images"]  # eval grids
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")]
     assert max(steps) <= 1  # x-axis counts iterations (2), not optimizer steps (4)
     assert list((tmp_path / "outputs").rglob("*.ckpt"))

@@ -20,7 +20,8 @@ from faceswap_pl.data.augment import AugmentConfigError, ViewTransform, build_au
 from faceswap_pl.data.datamodule import FaceSwapDataModule
 from faceswap_pl.data.loader import PairDataset, PairLoader
 from faceswap_pl.data.pairs import PairSampler, SingleIdentityError, reduction
-from faceswap_pl.data.reader import ShardNotFoundError, ShardReadError, read_groups, resolve_shards, shard_order
+from faceswap_pl.data.reader import (IDENTITY_NAMESPACE, ShardNotFoundError, ShardReadError, read_groups,
+                                     resolve_shards, shard_order)
 from faceswap_pl.data.schema import (MANIFEST, SCHEMA_VERSION, SHARD_PATTERN, GroupMeta, Manifest, ShardInfo,
                                      ShardSchemaError, frame_name, sample_key)
 from faceswap_pl.errors import FaceSwapError
@@ -423,3 +424,24 @@ def test_member_names_with_paths_are_refused(tmp_path, name):
         tar.addfile(info, io.BytesIO(b"{}"))
     with pytest.raises(ShardSchemaError, match=r"holds a member named .* \(a path, not a flat name\)"):
         list(read_groups([str(shard)]))
+
+
+def test_joined_builds_never_share_identity_ids(tmp_path):
+    # two builds number their people 0..3 alike: read together, each build is its own namespace
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_dataset(first, identities=4, groups=1, shards=2)
+    write_dataset(second, identities=4, groups=1, shards=2)
+    for spec in (f"{first}::{second}", [str(p) for p in sorted(first.glob("*.tar")) + sorted(second.glob("*.tar"))],
+                 f"{first}/shard-*.tar::{second}/shard-*.tar"):
+        groups = list(read_groups(resolve_shards(spec)))
+        assert len(groups) == 8
+        ids = {g.identity for g in groups}
+        assert ids == {0, 1, 2, 3} | {IDENTITY_NAMESPACE + i for i in range(4)}, spec
+        assert len({g.key for g in groups}) == 8
+    # shards of one build stay one namespace however they are named (paths, globs, several `::` parts)
+    single = resolve_shards(f"{first}/shard-000000.tar::{first}/shard-000001.tar")
+    assert {g.identity for g in read_groups(single)} == {0, 1, 2, 3}
+    # the pairing's different-identity guarantee holds across the builds: ids differ, so "different" is real
+    pairs = list(itertools.islice(sampler(resolve_shards(f"{first}::{second}"), p_same=0.0), 40))
+    assert all(p.source_identity != p.target_identity for p in pairs)
+    assert {p.source_identity >= IDENTITY_NAMESPACE for p in pairs} == {True, False}

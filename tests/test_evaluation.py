@@ -18,16 +18,8 @@ from faceswap_pl.evaluate import evaluate_checkpoint, load_training_checkpoint
 from faceswap_pl.module import FaceSwapModule
 
 TINY = dict(backbone="unet", num_aad_blocks=1, image_size=64, width=0.125, d_ndf=8, d_layers=3, d_scales=2)
-METRICS = {"id_top1", "id_top5", "id_cos", "expression", "eye", "pose_deg", "shape", "select"}
-
-
-@pytest.fixture(scope="module")
-def demo_shards(tmp_path_factory):
-    from data_pipelines import build_demo
-
-    folder = tmp_path_factory.mktemp("demo")
-    build_demo(folder, size=64, progress=False)
-    return folder
+METRICS = {"id_top1", "id_top5", "id_cos", "expression", "eye", "pose_deg", "shape", "select", "gallery_identities",
+           "gallery_images", "id_top1_chance", "id_top5_chance"}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +87,9 @@ def test_expression_bound_pushes_the_selection_score_below_every_bounded_run():
         EvaluationCallback(every_n_iterations=0)
 
 
-def test_callback_refuses_the_training_encoder_and_datamodules_without_pairs():
+def test_callback_refuses_the_training_encoder_and_says_when_it_cannot_evaluate(tmp_path):
     from faceswap_pl.data.synthetic import SyntheticPairDataModule
+    from faceswap_pl.data.tensor_batches import TensorBatchDataModule
 
     module = FaceSwapModule(**TINY)
 
@@ -105,8 +98,11 @@ def test_callback_refuses_the_training_encoder_and_datamodules_without_pairs():
 
     with pytest.raises(FaceSwapError, match="'sface' is also the training identity encoder"):
         EvaluationCallback(recognizer="sface").setup(Holder(), module, "fit")
-    with pytest.raises(FaceSwapError, match="needs a datamodule with eval_pairs"):
-        EvaluationCallback().setup(Holder(), module, "fit")
+    Holder.datamodule = TensorBatchDataModule(str(tmp_path / "batches.pt"))  # a replayed batch file has no pairs
+    callback = EvaluationCallback()
+    with pytest.warns(UserWarning, match="has no eval_pairs.*no eval/\\* metrics are logged"):
+        callback.setup(Holder(), module, "fit")
+    assert callback.evaluate(Holder(), module) == {} and callback.history == []
 
 
 def test_evaluate_writes_reports_and_worst_grids(trained, demo_shards, tmp_path, capsys):
@@ -116,6 +112,9 @@ def test_evaluate_writes_reports_and_worst_grids(trained, demo_shards, tmp_path,
                  "--num-pairs", "6", "--worst", "2", "--pairs-file", str(tmp_path / "pairs.json")]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["metrics"]) == METRICS - {"select"} and report["num_pairs"] == 6
+    # retrieval among every identity of the split (the 6 held-out people), not only the 6 pairs' sources
+    assert report["metrics"]["gallery_identities"] == 6 and report["metrics"]["id_top1_chance"] == pytest.approx(1 / 6)
+    assert "ID retrieval searches all 6 identities of the split" in (out / "report.md").read_text()
     assert len(report["pairs_detail"]) == 6 and all(len(v) == 2 for v in report["worst"].values())
     worst_cos = report["worst"]["id_cos"]
     cos = [p["id_cos"] for p in report["pairs_detail"]]

@@ -260,6 +260,28 @@ def test_id_retrieval_known_ranks():
     assert out["id_cos"] == pytest.approx(float(own_cos.mean()), abs=1e-6)
 
 
+def test_id_retrieval_searches_a_gallery_of_every_identity():
+    e = torch.eye(6)
+    # two pairs; the gallery holds their source identities 0, 1 AND the targets' / other identities 2..5
+    source = torch.stack([e[0], e[1]])
+    swap = torch.stack([0.9 * e[0] + 0.1 * e[4],   # own 0 is nearest among all 6 identities: rank 0
+                        0.5 * e[1] + 0.8 * e[5]])  # 5 -- not a source, only in the gallery -- beats own 1: rank 1
+    gallery = torch.stack([e[0], e[1], e[2], e[3], e[4], e[5], 0.5 * e[0] + 0.5 * e[1]])
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 0])  # identity 0 has two gallery images
+    metric = IDRetrieval()
+    metric.update(swap, source, torch.tensor([0, 1]))
+    sources_only = metric.compute()  # the former protocol: only the sources compete, both are retrieved
+    assert sources_only["id_top1"] == 1.0 and sources_only["gallery_identities"] == 2
+    metric.set_gallery(gallery, labels)
+    out = metric.compute()
+    assert out["id_top1"] == pytest.approx(0.5) and out["id_top5"] == 1.0
+    assert out["gallery_identities"] == 6 and out["gallery_images"] == 7
+    assert out["id_top1_chance"] == pytest.approx(1 / 6) and out["id_top5_chance"] == pytest.approx(5 / 6)
+    metric.set_gallery(gallery[2:], labels[2:])  # a gallery without the sources is the wrong split
+    with pytest.raises(MetricInputError, match="not in the retrieval gallery"):
+        metric.compute()
+
+
 def test_id_retrieval_top5_capped_and_unnormalised():
     metric = IDRetrieval()
     # 3 identities: top-5 means "among all 3" -> always 1; embeddings need not be unit vectors
@@ -302,8 +324,11 @@ def test_swap_equal_to_source_is_retrieved(evaluator, aligned_faces):
     evaluator.reset()
     evaluator.update(aligned_faces, aligned_faces, targets, ids)
     out = evaluator.compute()
-    assert set(out) == {"id_top1", "id_top5", "id_cos", "expression", "eye", "pose_deg", "shape"}
+    assert set(out) == {"id_top1", "id_top5", "id_cos", "expression", "eye", "pose_deg", "shape",
+                        "gallery_identities", "gallery_images", "id_top1_chance", "id_top5_chance"}
     assert out["id_top1"] == 1.0 and out["id_top5"] == 1.0
+    assert out["gallery_identities"] == len(aligned_faces)
+    assert out["id_top1_chance"] == pytest.approx(1 / len(aligned_faces))
     assert out["id_cos"] == pytest.approx(1.0, abs=1e-5)
     assert out["shape"] < 1e-9  # measured ~2e-16
     # against other people: clearly not 0 (measured 0.070 and 0.133)

@@ -27,9 +27,9 @@ ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_it
 
 
 def _iteration(path: Path) -> int:
-    from faceswap_pl.models.checkpoint import _torch_load
+    from faceswap_pl.models.checkpoint import read_torch_file
 
-    return int(_torch_load(path)["state_dict"]["iteration"])
+    return int(read_torch_file(path)["state_dict"]["iteration"])
 
 
 def test_killed_training_resumes_in_the_same_mlflow_run(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from data_pipelines import DatasetInputError, OutputDirError, build_shards
 from data_pipelines.faces import decode_jpeg
@@ -25,6 +26,7 @@ from data_pipelines.tracking import FaceTracker
 from faceswap_pl.alignment import arcface_template
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
 from faceswap_pl.inference.detect import Face
+from faceswap_pl.models.identity import create_identity_encoder
 
 SIZE = 128
 
@@ -201,21 +203,29 @@ def test_tracker_cuts_at_jumps_and_missing_frames():
     assert tracker.too_short == [["crop8:600"]]  # 600 appeared once: a track of 1 frame is too short
 
 
-def test_embeddings_are_stored_unit_norm(identity_tree, tmp_path):
+def test_embeddings_are_stored_raw(identity_tree, tmp_path):
     tree = tmp_path / "two"
     for name in ("alice", "dave"):
         shutil.copytree(identity_tree / name, tree / name)
     out = tmp_path / "out"
     manifest = _build_people(tree, out, embeddings="sface", max_frames_per_group=10)
-    assert manifest.embedding == "sface"
+    assert manifest.embedding == "sface" and manifest.embedding_vector == "raw"
+    encoder = create_identity_encoder("sface")
     embeddings = {}
     for info in manifest.shards:
         for members in _members(out / info.name).values():
             meta = GroupMeta.from_json(json.loads(members["meta.json"]))
             emb = np.load(io.BytesIO(members["emb.npy"]))
             assert emb.dtype == np.float16 and emb.shape == (meta.frames, 128) and meta.embedding == "sface"
-            np.testing.assert_allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=2e-3)
-            embeddings[meta.identity_name] = emb.astype(np.float32)
+            # the raw features GHOST feeds: the encoder on the stored crop with the bilinear resize, not unit vectors
+            crops = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(members[f"f{i:02d}.jpg"], np.uint8),
+                                                        cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in range(meta.frames)])
+            with torch.no_grad():
+                expected = encoder.features(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1, "bilinear")
+            np.testing.assert_allclose(emb.astype(np.float32), expected.numpy(), rtol=2e-3, atol=2e-3)
+            assert np.abs(np.linalg.norm(emb.astype(np.float32), axis=1) - 1.0).min() > 0.1
+            embeddings[meta.identity_name] = emb.astype(np.float32) / np.linalg.norm(emb.astype(np.float32), axis=1,
+                                                                                      keepdims=True)
     alice, dave = embeddings["alice"], embeddings["dave"]
     assert (alice @ alice.T).min() > (alice @ dave.T).max()  # the variants of one person are closer
 

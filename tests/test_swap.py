@@ -194,8 +194,11 @@ def test_smoothing_lowers_the_temporal_jitter(images):
                              .keypoints, 128)[0]
     fixed = to_tensor([source_crop], "cpu")
     # a "generator" that always draws the source face: where it lands in the frame is decided by the alignment only
-    model = SwapModel(lambda target, embedding: fixed.expand(len(target), -1, -1, -1),
-                      torch.nn.Flatten(), 128, "constant")
+    class Flat(torch.nn.Flatten):  # an "identity encoder" whose features are the pixels
+        def features(self, x, resize):
+            return self(x)
+
+    model = SwapModel(lambda target, embedding: fixed.expand(len(target), -1, -1, -1), Flat(), 128, "constant")
     evaluator = FaceEvaluator(recognizer=torch.nn.Identity())
     keypoints = _NoisyDetector(still, 0).face.keypoints
     jitter = {}

@@ -18,7 +18,7 @@ GOOD = {
     "base_config": ["experiments/tiny_cpu.yaml"],
     "space": {"model.backbone": {"type": "categorical", "choices": ["unet", "linknet"]},
               "model.w_id": {"type": "float", "low": 1.0, "high": 40.0, "log": True}},
-    "objective": {"metric": "val/id_cos", "direction": "maximize"},
+    "objective": {"metric": "eval/id_cos", "direction": "maximize"},
     "n_trials": 3,
 }
 
@@ -34,15 +34,19 @@ def _with(**changes):
 
 
 def test_shipped_specs_validate():
-    for name in ("tiny_cpu", "ablation", "loss_weights"):
+    for name in ("tiny_cpu", "ablation", "loss_weights", "ablation_cpu"):
         spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
         assert all(Path(c).is_file() for c in spec.base_config)
+        assert all(metric.startswith("eval/") for metric in spec.metrics)
     tiny = load_spec(REPO / "sweeps" / "tiny_cpu.yaml")
     assert tiny.sampler == "grid" and tiny.grid() == {"model.backbone": ["unet", "linknet"],
                                                       "model.num_aad_blocks": [1, 2]}
     ablation = load_spec(REPO / "sweeps" / "ablation.yaml")
     assert [Path(c).name for c in ablation.base_config] == ["ghost.yaml", "shards.yaml"]
     assert "--model.max_iterations=20000" in ablation.fixed_args()
+    assert ablation.repeats == 3 and ablation.seeds() == [0, 1, 2] and ablation.metric == "eval/id_top1"
+    weights = load_spec(REPO / "sweeps" / "loss_weights.yaml")
+    assert weights.multi_objective and weights.directions == ["maximize", "minimize", "minimize"]
 
 
 def test_good_spec_defaults():
@@ -65,7 +69,15 @@ def test_good_spec_defaults():
     (_with(space={"model.w_id": {"type": "float", "high": 1.0}}), "`space.model.w_id.low`"),
     (_with(space={"model.n": {"type": "int", "low": 1.5, "high": 3}}), "`space.model.n.low`"),
     (_with(space={"model.w_id": {"type": "float", "low": 1.0, "high": 2.0, "lg": True}}), "`space.model.w_id.lg`"),
-    (_with(objective={"metric": "val/id_cos", "direction": "up"}), "`objective.direction`"),
+    (_with(objective={"metric": "eval/id_cos", "direction": "up"}), "`objective.direction`"),
+    (_with(objective={"metric": "eval/expression", "direction": "maximize"}), "`objective.direction`"),
+    (_with(objective={"metric": "eval/nope", "direction": "maximize"}), "`objective.metric`"),
+    (_with(objective=[{"metric": "eval/id_top1", "direction": "maximize"}, {"metric": "eval/id_top1",
+                                                                            "direction": "maximize"}]), "`objective[1]`"),
+    (_with(objective=[{"metric": "eval/id_top1", "direction": "maximize"},
+                      {"metric": "eval/pose_deg", "direction": "minimize"}], pruner="median"), "`pruner`"),
+    (_with(repeats=0), "`repeats`"),
+    (_with(repeat_keys=[]), "`repeat_keys`"),
     (_with(objective={"direction": "maximize"}), "`objective.metric`"),
     (_with(n_trials=0), "`n_trials`"),
     (_with(pruner="hyperband"), "`pruner`"),
@@ -83,6 +95,25 @@ def test_spec_errors_name_the_key(raw, key):
     assert key in message and "bad.yaml" in message and ";" in message
 
 
+@pytest.mark.parametrize("metric, reason", [
+    ("val/id_cos", "measured by the training identity encoder -- the network the generator is optimised against"),
+    ("train/id", "a training or validation number rather than a metric of the evaluation protocol"),
+    ("val/rec", "a training or validation number"),
+])
+def test_a_spec_ranking_by_the_training_encoder_is_refused(metric, reason):
+    with pytest.raises(FaceSwapError) as info:
+        validate_spec(_with(objective={"metric": metric, "direction": "maximize"}), "bad.yaml", REPO)
+    assert reason in str(info.value) and "eval/id_top1" in str(info.value)
+
+
+def test_a_spec_whose_configs_cannot_log_eval_metrics_is_refused(tmp_path):
+    (tmp_path / "plain.yaml").write_text("model: {}\ntrainer: {callbacks: []}\n")
+    with pytest.raises(FaceSwapError, match="has no faceswap_pl.callbacks.evaluation.EvaluationCallback"):
+        validate_spec(_with(base_config=[str(tmp_path / "plain.yaml")]), "bad.yaml", REPO)
+    added = ["--trainer.callbacks+=faceswap_pl.callbacks.evaluation.EvaluationCallback"]
+    assert validate_spec(_with(base_config=[str(tmp_path / "plain.yaml")], overrides=added), "ok.yaml", REPO)
+
+
 def test_spec_file_errors(tmp_path):
     with pytest.raises(FaceSwapError, match="not found"):
         load_spec(tmp_path / "missing.yaml")
@@ -92,7 +123,8 @@ def test_spec_file_errors(tmp_path):
         load_spec(bad)
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
-    (spec_dir / "base.yaml").write_text("model: {}\n")
+    (spec_dir / "base.yaml").write_text("model: {}\ntrainer:\n  callbacks:\n"
+                                        "    - class_path: faceswap_pl.callbacks.evaluation.EvaluationCallback\n")
     (spec_dir / "s.yaml").write_text(yaml.safe_dump(_with(base_config=["base.yaml"])))
     assert load_spec(spec_dir / "s.yaml").base_config == [str((spec_dir / "base.yaml").resolve())]
 
@@ -137,33 +169,75 @@ def test_stale_running_trial_is_failed_and_retried(tmp_path):
     assert fail_stale_trials(study, spec, grace_s=60) == []  # already failed: not retried twice
 
 
-def test_report_ranks_and_plots(tmp_path):
+def _seeded_study(spec, configs):
+    """An in-memory study of COMPLETE trials with per-seed final metrics, as the sweep worker records them."""
     import optuna
     from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState
 
+    study = optuna.create_study(study_name="t", directions=spec.directions)
+    dists = {name: CategoricalDistribution(p["choices"]) for name, p in spec.space.items()}
+    for params, seeds in configs:
+        metrics = {str(seed): final for seed, final in seeds.items()}
+        means = [sum(f[m] for f in seeds.values()) / len(seeds) for m in spec.metrics]
+        study.add_trial(optuna.create_trial(values=means, params=params, distributions=dists,
+                                            user_attrs={"seed_metrics": metrics, "mlflow_run_id": "run"}))
+    return study
+
+
+def test_report_gives_intervals_significance_and_factor_effects(tmp_path):
     from faceswap_pl.sweep.report import write_report
 
     spec = validate_spec(_with(space={"model.backbone": {"type": "categorical", "choices": ["unet", "linknet"]},
-                                      "model.num_aad_blocks": {"type": "categorical", "choices": [1, 2]}}),
-                         "t.yaml", REPO)
-    study = optuna.create_study(study_name="t", direction="maximize")
-    dists = {"model.backbone": CategoricalDistribution(["unet", "linknet"]),
-             "model.num_aad_blocks": CategoricalDistribution([1, 2])}
-    for i, (backbone, blocks, value, state) in enumerate([("unet", 1, 0.2, TrialState.COMPLETE),
-                                                          ("unet", 2, 0.6, TrialState.COMPLETE),
-                                                          ("linknet", 1, None, TrialState.FAIL),
-                                                          ("linknet", 2, 0.4, TrialState.COMPLETE)]):
-        study.add_trial(optuna.create_trial(state=state, value=value, params={"model.backbone": backbone,
-                                            "model.num_aad_blocks": blocks}, distributions=dists,
-                                            user_attrs={"mlflow_run_id": f"run{i}"}))
+                                      "model.num_aad_blocks": {"type": "categorical", "choices": [1, 2]}},
+                               objective={"metric": "eval/id_top1", "direction": "maximize"}, repeats=3,
+                               sampler="grid"), "t.yaml", REPO)
+    protocol = {"eval/gallery_identities": 6.0, "eval/gallery_images": 24.0, "eval/id_top1_chance": 1 / 6,
+                "eval/id_top5_chance": 5 / 6}
+
+    def seeds(*values):
+        return {seed: {"eval/id_top1": v, "eval/id_cos": v / 2, **protocol} for seed, v in enumerate(values)}
+
+    study = _seeded_study(spec, [
+        ({"model.backbone": "unet", "model.num_aad_blocks": 1}, seeds(0.50, 0.52, 0.54)),     # mean 0.52
+        ({"model.backbone": "unet", "model.num_aad_blocks": 2}, seeds(0.80, 0.81, 0.82)),     # best, 0.81
+        ({"model.backbone": "linknet", "model.num_aad_blocks": 1}, seeds(0.60, 0.90, 0.75)),  # 0.75, wide
+        ({"model.backbone": "linknet", "model.num_aad_blocks": 2}, seeds(0.70, 0.72, 0.74)),  # 0.72
+    ])
     markdown, plots = write_report(study, spec, tmp_path)
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line.split("|")[-2].strip().startswith("run")]
-    assert [r.split("|")[2].strip() for r in rows] == ["1", "3", "0", "2"]
-    assert "| COMPLETE | unet | 2 | 0.6 |" in markdown and "Best: trial 1" in markdown
+    # the protocol: gallery and chance levels
+    assert "all 6 identities of the evaluation split (24 gallery images" in markdown and "0.167 for top-1" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+            and "seeds" not in line]
+    ranked = [r for r in rows if r.count("±") >= 1]
+    assert [r.split("|")[2].strip() for r in ranked[:4]] == ["1", "2", "3", "0"]  # trials by mean id_top1
+    # known answers: mean 0.52, s = 0.02, t(0.975, 2) = 4.303 -> half-width 0.0497
+    assert "| 0.520 ± 0.050 |" in markdown and "| 0.810 ± 0.025 |" in markdown
+    # Welch against the best: 0.52 (tight) differs, 0.75 (wide) is within seed noise
+    by_trial = {r.split("|")[2].strip(): r for r in ranked[:4]}
+    assert "best" in by_trial["1"] and "worse (p=" in by_trial["0"] and "n.s. (p=" in by_trial["2"]
+    # marginal means: unet = mean of 6 runs (0.665), linknet (0.735)
+    assert "| model.backbone | unet | 2 | 6 | 0.665 ±" in markdown
+    assert "| model.backbone | linknet | 2 | 6 | 0.735 ±" in markdown
     names = {p.name for p in plots}
-    assert {"t_history.png", "t_heatmap.png"} <= names
+    assert {"t_configurations.png", "t_factors.png", "t_history.png", "t_heatmap.png"} <= names
     assert all(p.stat().st_size > 1000 for p in plots) and (tmp_path / "report.md").is_file()
+
+
+def test_report_lists_the_pareto_front_of_several_objectives(tmp_path):
+    from faceswap_pl.sweep.report import write_report
+
+    spec = validate_spec(_with(space={"model.backbone": {"type": "categorical", "choices": ["a", "b", "c"]}},
+                               objective=[{"metric": "eval/id_top1", "direction": "maximize"},
+                                          {"metric": "eval/expression", "direction": "minimize"}]), "t.yaml", REPO)
+
+    def one(top1, expression):
+        return {0: {"eval/id_top1": top1, "eval/expression": expression}}
+
+    study = _seeded_study(spec, [({"model.backbone": "a"}, one(0.9, 0.10)), ({"model.backbone": "b"}, one(0.5, 0.05)),
+                                 ({"model.backbone": "c"}, one(0.4, 0.20))])  # c is dominated by both
+    markdown, _ = write_report(study, spec, tmp_path)
+    front = markdown.split("## Pareto front")[1].split("##")[0]
+    assert "model.backbone=a" in front and "model.backbone=b" in front and "model.backbone=c" not in front
 
 
 @pytest.mark.slow
@@ -183,7 +257,7 @@ def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
     raw["base_config"] = [str(REPO / "experiments" / "tiny_cpu.yaml")]
     raw["overrides"] = [o for o in raw["overrides"] if "pairs" not in o] + [
         "--data.init_args.train_pairs=4", "--data.init_args.val_pairs=4"]  # 1 iteration per epoch
-    raw["budget"] = {"max_iterations": 2}  # 2 validations: intermediate values at iterations 1 and 2
+    raw["budget"] = {"max_iterations": 2}  # evaluations at iteration 0 (start) and after the validations at 1 and 2
     raw["pruner"] = "none"  # deterministic: every grid point must complete
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -205,7 +279,7 @@ def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
     assert killed.state == TrialState.FAIL and "signal 9" in killed.user_attrs["error"]
     retry = next(t for t in complete if t.system_attrs.get("failed_trial") == 1)
     assert retry.params == killed.params
-    assert all(len(t.intermediate_values) == 2 for t in complete)
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in complete)
 
     client = MlflowClient(uri)
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
@@ -221,18 +295,20 @@ def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
         assert run.data.params["model.backbone"] == t.params["model.backbone"]
         assert run.data.params["model.num_aad_blocks"] == str(t.params["model.num_aad_blocks"])
         if t.state == TrialState.COMPLETE:
-            assert run.info.status == "FINISHED" and "val/id_cos" in run.data.metrics
+            assert run.info.status == "FINISHED" and "eval/id_cos" in run.data.metrics
             assert run.data.metrics["objective"] == pytest.approx(t.value)
+            assert run.data.metrics["eval/id_cos"] == pytest.approx(t.value)  # the final evaluation ranks it
         else:
             assert run.info.status == "FAILED"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "tiny_cpu_history.png", "tiny_cpu_heatmap.png"} <= artifacts
-    text = console.export_text()
-    assert "Best: trial" in text
+    assert {"report.md", "tiny_cpu_history.png", "tiny_cpu_heatmap.png", "tiny_cpu_configurations.png"} <= artifacts
+    printed = console.export_text()
+    assert "Configurations" in printed and "Evaluation protocol" in printed
 
     markdown = (tmp_path / "out" / "report.md").read_text()
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "COMPLETE" in line]
-    values = [float(r.split("|")[6]) for r in rows]
+    section = markdown.split("## Configurations")[1].split("##")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    values = [float(r.split("|")[6]) for r in rows]  # rank | trial | backbone | blocks | seeds | eval/id_cos
     assert len(rows) == 4 and values == sorted(values, reverse=True)
     assert report_command(str(spec_path), out=str(tmp_path / "out"), console=console) == 0
 
@@ -252,15 +328,16 @@ def test_cpu_sweep_two_workers_with_a_killed_trial(tmp_path, monkeypatch):
     del mlflow
 
 
-def test_report_callback_reports_and_prunes(tmp_path, monkeypatch):
-    """The trial subprocess's Lightning callback: trial.report at each validation, stop when pruned."""
+def test_report_callback_reports_evaluations_and_prunes(tmp_path, monkeypatch):
+    """The trial subprocess's Lightning callback: reads the evaluation callback's history after each
+    evaluation, reports the objective at its iteration, records the last evaluation, stops when pruned."""
     import json
     from types import SimpleNamespace
 
     import optuna
-    import torch
     from optuna.distributions import CategoricalDistribution
 
+    from faceswap_pl.callbacks.evaluation import EvaluationCallback
     from faceswap_pl.sweep.callback import CONTEXT_ENV, OptunaReportCallback
     from faceswap_pl.sweep.study import ATTR_SPEC, open_storage
 
@@ -273,22 +350,43 @@ def test_report_callback_reports_and_prunes(tmp_path, monkeypatch):
     dist = {"model.backbone": CategoricalDistribution(["unet", "linknet"])}
     for value in (0.8, 0.9):  # two finished trials that were far better at every step
         study.add_trial(optuna.create_trial(value=value, params={"model.backbone": "unet"}, distributions=dist,
-                                            intermediate_values={1: value, 2: value}))
+                                            intermediate_values={0: value, 4: value}))
     trial = study.ask(dist)
     context = {"storage": storage, "study": "t", "trial_id": trial._trial_id, "number": trial.number,
-               "metric": "val/id_cos", "result": str(tmp_path / "r.json"), "retry_of_failed": False}
+               "metric": "eval/id_cos", "result": str(tmp_path / "r.json"), "retry_of_failed": False, "prune": True}
     (tmp_path / "c.json").write_text(json.dumps(context))
     monkeypatch.setenv(CONTEXT_ENV, str(tmp_path / "c.json"))
     callback = OptunaReportCallback()
-    trainer = SimpleNamespace(sanity_checking=True, is_global_zero=True, global_step=2, should_stop=False,
-                              callback_metrics={"val/id_cos": torch.tensor(0.1)})
-    callback.on_validation_end(trainer, SimpleNamespace(iteration=torch.tensor(1)))
-    assert not (tmp_path / "r.json").exists()  # the sanity check is not reported
-    trainer.sanity_checking = False
-    callback.on_validation_end(trainer, SimpleNamespace(iteration=torch.tensor(1)))
+    evaluation = EvaluationCallback()
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, should_stop=False,
+                              callbacks=[evaluation, callback])
+    callback.on_train_batch_end(trainer, None, None, None, 0)
+    assert not (tmp_path / "r.json").exists()  # no evaluation yet: nothing reported
+    evaluation.history.append({"iteration": 4.0, "id_cos": 0.1, "id_top1": 0.25})
+    callback.on_train_batch_end(trainer, None, None, None, 0)
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result == {"values": [[1, pytest.approx(0.1)]], "pruned": True} and trainer.should_stop
-    assert study.get_trials()[-1].intermediate_values == {1: pytest.approx(0.1)}
+    assert result["values"] == [[4, pytest.approx(0.1)]] and result["pruned"] and trainer.should_stop
+    assert result["final"] == {"eval/id_cos": pytest.approx(0.1), "eval/id_top1": pytest.approx(0.25), "iteration": 4}
+    assert study.get_trials()[-1].intermediate_values == {4: pytest.approx(0.1)}
+
+
+def test_later_seeds_of_a_configuration_do_not_prune(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from faceswap_pl.callbacks.evaluation import EvaluationCallback
+    from faceswap_pl.sweep.callback import CONTEXT_ENV, OptunaReportCallback
+
+    context = {"storage": str(tmp_path / "none.journal"), "study": "t", "trial_id": 0, "number": 0,
+               "metric": "eval/id_cos", "result": str(tmp_path / "r.json"), "retry_of_failed": False, "prune": False}
+    (tmp_path / "c.json").write_text(json.dumps(context))
+    monkeypatch.setenv(CONTEXT_ENV, str(tmp_path / "c.json"))
+    callback, evaluation = OptunaReportCallback(), EvaluationCallback()
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, should_stop=False,
+                              callbacks=[evaluation, callback])
+    evaluation.history.append({"iteration": 2.0, "id_cos": 0.3})
+    callback.on_train_end(trainer, None)  # would fail to open the (missing) study if it reported
+    assert json.loads((tmp_path / "r.json").read_text())["final"]["eval/id_cos"] == pytest.approx(0.3)
 
 
 @pytest.mark.slow
@@ -315,7 +413,7 @@ def test_dead_worker_trial_is_failed_and_retried_on_resume(tmp_path, monkeypatch
                          "--trainer.enable_checkpointing=false", "--data.init_args.train_pairs=4",
                          "--data.init_args.val_pairs=4"],
            "space": {"model.backbone": {"type": "categorical", "choices": ["unet"]}},
-           "objective": {"metric": "val/id_cos", "direction": "maximize"}, "sampler": "grid", "n_trials": 1,
+           "objective": {"metric": "eval/id_cos", "direction": "maximize"}, "sampler": "grid", "n_trials": 1,
            "budget": {"max_iterations": 2}}
     spec_path = tmp_path / "dw.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -432,7 +530,7 @@ def test_postgres_storage_launcher_and_joined_host(tmp_path, monkeypatch, postgr
     assert len(complete) == 4
     pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "out" / "trials").glob("trial-*[0-9].json")}
     assert len(pids) == 2, "both hosts' workers should have run trials"
-    assert "Best: trial" in (tmp_path / "launcher.log").read_text()
+    assert "Configurations" in (tmp_path / "launcher.log").read_text()
 
 
 def test_gpu_workers_get_one_gpu_each_and_their_own_seeds(tmp_path, monkeypatch):
@@ -472,3 +570,76 @@ def test_gpu_workers_get_one_gpu_each_and_their_own_seeds(tmp_path, monkeypatch)
         assert argv[argv.index("--accelerator") + 1] == "gpu"
     seeds = [int(argv[argv.index("--seed") + 1]) for argv, _ in started]
     assert len(set(seeds)) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_cpu_ablation_over_seeds_reports_intervals(tmp_path, monkeypatch, demo_shards, capsys):
+    """sweeps/ablation_cpu.yaml on the demo shards: unet / linknet / resnet x 2 seeds with 2 CPU workers. Every
+    configuration gets a run per seed nested under its own run, the report gives mean ± 95% interval per backbone
+    with the gallery and chance level and the Welch verdicts, and the runs group by backbone."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from faceswap_pl.cli import main
+    from faceswap_pl.sweep.launcher import run_sweep
+    from faceswap_pl.sweep.study import load_study
+
+    raw = yaml.safe_load((REPO / "sweeps" / "ablation_cpu.yaml").read_text())
+    raw["base_config"] = [str(REPO / "experiments" / "demo.yaml")]
+    raw["overrides"] += [f"--data.init_args.train={demo_shards / 'train'}",
+                         f"--data.init_args.val={demo_shards / 'val'}"]
+    raw["budget"] = {"max_iterations": 6}  # the machinery, quickly; the README's figures use the spec's budget
+    spec_path = tmp_path / "ablation_cpu.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.chdir(tmp_path)
+    console = Console(width=250, record=True)
+    started = time.time()
+    assert run_sweep(str(spec_path), workers=2, accelerator="cpu", tracking_uri=uri, out=str(tmp_path / "out"),
+                     console=console) == 0
+    print(f"ablation took {time.time() - started:.0f} s")
+
+    study, spec = load_study("ablation_cpu", str(tmp_path / "out" / "ablation_cpu.journal"))
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model.backbone"] for t in complete) == ["linknet", "resnet", "unet"]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("sweep-ablation_cpu").experiment_id
+    for trial in complete:
+        seeds = trial.user_attrs["seed_metrics"]
+        assert sorted(seeds) == ["0", "1"] and all(s["iteration"] == 6 for s in seeds.values())
+        mean = sum(s["eval/id_top1"] for s in seeds.values()) / 2
+        assert trial.value == pytest.approx(mean)
+        config_run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert config_run.data.metrics["mean/eval/id_top1"] == pytest.approx(mean)
+        assert "ci95/eval/id_cos" in config_run.data.metrics
+        nested = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{config_run.info.run_id}'")
+        assert sorted(r.data.tags["sweep.seed"] for r in nested) == ["0", "1"]
+        assert all(r.data.params["seed"] == r.data.tags["sweep.seed"] and r.info.status == "FINISHED" for r in nested)
+        assert {r.data.metrics["eval/id_top1"] for r in nested} == {s["eval/id_top1"] for s in seeds.values()}
+
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "each trained with 2 seed(s) (0, 1)" in markdown
+    assert "all 6 identities of the evaluation split" in markdown and "0.167 for top-1" in markdown
+    table = markdown.split("## Configurations")[1].split("## Factors")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(rows) == 3 and all("±" in row for row in rows) and "best" in rows[0]
+    assert all(("n.s. (p=" in row) or ("worse (p=" in row) for row in rows[1:])
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"report.md", "ablation_cpu_configurations.png", "ablation_cpu_factors.png"} <= artifacts
+
+    capsys.readouterr()
+    assert main(["runs", "compare", "--tracking-uri", uri, "--experiment", "sweep-ablation_cpu", "--group-by",
+                 "model.backbone", "--metric", "eval/id_top1", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("unet", "linknet", "resnet")) and "±" in out
+    # export --best: the best configuration's best seed run holds the checkpoint
+    assert main(["export", "--best", str(spec_path), "--sweep-out", str(tmp_path / "out"), "--no-onnx",
+                 "--out", str(tmp_path / "export")]) == 0
+    config = json.loads((tmp_path / "export" / "generator.json").read_text())
+    best = max(complete, key=lambda t: t.value)
+    assert config["backbone"] == best.params["model.backbone"]

@@ -474,6 +474,39 @@ def test_compare_two_trainings_on_a_server(mlflow_server, tmp_path, capsys):
 
     client = MlflowClient(tracking_uri=mlflow_server)
     for run_id in result.run_ids:  # the config artifact went through the server's artifact proxy
-        assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
+        assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml", "images"]  # + the eval grids
     assert list((tmp_path / "art").rglob("config.yaml"))
     assert len(list((tmp_path / "outputs").rglob("*.ckpt"))) == 2  # checkpoints landed in tmp_path, not the repo
+
+
+# ---------------------------------------------------------------- runs grouped by a param (seeds of a configuration)
+
+def test_runs_grouped_by_a_param_give_means_intervals_and_welch(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from faceswap_pl.tracking import group_runs
+
+    uri = f"sqlite:///{tmp_path / 'g.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("ablation", artifact_location=(tmp_path / "art").as_uri())
+    values = {"unet": [0.50, 0.52, 0.54], "linknet": [0.80, 0.81, 0.82], "resnet": [0.60, 0.90, 0.75]}
+    for backbone, scores in values.items():
+        for seed, score in enumerate(scores):
+            _log_run(client, experiment, f"{backbone}-{seed}", {"model.backbone": backbone, "seed": str(seed)},
+                     {"eval/id_top1": [(40, score)]}, seed)
+    # a sweep's per-configuration run carries mean/* figures, not eval/*: it does not count as a run of a group
+    _log_run(client, experiment, "config", {"model.backbone": "unet"}, {"mean/eval/id_top1": [(0, 0.52)]}, 9)
+    result = group_runs(uri, experiment="ablation", group_by=["model.backbone"], metrics=["eval/id_top1"])
+    assert [g["key"]["model.backbone"] for g in result.groups] == ["linknet", "resnet", "unet"]
+    assert [g["runs"] for g in result.groups] == [3, 3, 3]
+    unet = result.groups[2]["summary"]["eval/id_top1"]
+    assert unet["mean"] == pytest.approx(0.52) and unet["ci95"] == pytest.approx(4.303 * 0.02 / 3 ** 0.5, rel=1e-3)
+    assert result.groups[0]["p"]["eval/id_top1"] is None                 # the best group
+    assert result.groups[2]["p"]["eval/id_top1"] < 0.05                  # unet: clearly worse
+    assert result.groups[1]["p"]["eval/id_top1"] > 0.05                  # resnet: within its seed noise
+    assert main(["runs", "compare", "--tracking-uri", uri, "--experiment", "ablation", "--group-by",
+                 "model.backbone", "--metric", "eval/id_top1", "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "0.520 ± 0.050" in out and "n.s. (p=" in out and "differs (p=" in out
+    assert (tmp_path / "c_groups.png").stat().st_size > 1000
+    assert main(["runs", "compare", "--tracking-uri", uri, "--experiment", "ablation", "--group-by", "nope"]) == 2

@@ -5,7 +5,11 @@
 when there is one) and measures them with :class:`faceswap_pl.metrics.FaceEvaluator`:
 
 - at the start of training (iteration 0, the "before" figures), every ``every_n_iterations``
-  generator iterations, and at the end of each validation / test run;
+  generator iterations, at the end of training (``at_end``: the figures of the final weights, which
+  sweeps rank by) and at the end of each validation / test run;
+- identity retrieval searches a gallery of every identity of the evaluation split (sources and targets,
+  FaceShifter's protocol; see :mod:`faceswap_pl.data.evalpairs`), and its size and chance levels are
+  logged next to it (``eval/gallery_identities``, ``eval/id_top1_chance``, ``eval/id_top5_chance``);
 - under DDP each rank swaps every ``world_size``-th pair and the metrics are reduced across ranks,
   so every rank logs the same numbers;
 - metrics are logged as ``eval/<name>`` against the generator iteration, and put where
@@ -24,7 +28,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.visual import image_grid, write_png
@@ -36,6 +40,7 @@ class EvaluationCallback(L.Callback):
     Args:
         every_n_iterations: also evaluate every N generator iterations (None: only at validation/test).
         at_start: evaluate once before the first training step (iteration 0).
+        at_end: evaluate once when training ends, unless the last evaluation was at the final iteration.
         batch_size: pairs swapped per forward pass.
         grid_pairs: pairs shown in the logged grid (0: no grid).
         recognizer: evaluation identity network (must differ from the training identity encoder).
@@ -43,7 +48,8 @@ class EvaluationCallback(L.Callback):
     """
 
     def __init__(self, every_n_iterations: int | None = None, at_start: bool = True, batch_size: int = 16,
-                 grid_pairs: int = 6, recognizer: str = "facenet", expression_bound: float | None = None) -> None:
+                 grid_pairs: int = 6, recognizer: str = "facenet", expression_bound: float | None = None,
+                 at_end: bool = True) -> None:
         if every_n_iterations is not None and every_n_iterations < 1:
             raise FaceSwapError(f"EvaluationCallback every_n_iterations={every_n_iterations} must be at least 1 "
                                 f"(or null to evaluate only at validation).")
@@ -51,11 +57,14 @@ class EvaluationCallback(L.Callback):
             raise FaceSwapError("EvaluationCallback needs batch_size >= 1 and grid_pairs >= 0.")
         self.every_n_iterations = every_n_iterations
         self.at_start = at_start
+        self.at_end = at_end
         self.batch_size = batch_size
         self.grid_pairs = grid_pairs
         self.recognizer = recognizer
         self.expression_bound = expression_bound
+        self.enabled = True
         self._evaluator = None
+        self._gallery_of = None  # the EvalPairs whose gallery the evaluator holds
         self._last_iteration: int | None = None
         self.history: list[dict[str, float]] = []  # every evaluation of this process, with its iteration
 
@@ -66,10 +75,10 @@ class EvaluationCallback(L.Callback):
             raise FaceSwapError(f"The evaluation recognizer {self.recognizer!r} is also the training identity "
                                 f"encoder; identity retrieval would grade the swaps with the network they were "
                                 f"trained against. Choose another, e.g. recognizer: facenet with sface training.")
-        if not hasattr(trainer.datamodule, "eval_pairs"):
-            raise FaceSwapError(f"EvaluationCallback needs a datamodule with eval_pairs() "
-                                f"(faceswap_pl.data.FaceSwapDataModule on shards); "
-                                f"{type(trainer.datamodule).__name__} has none. Train on shards or drop the callback.")
+        self.enabled = hasattr(trainer.datamodule, "eval_pairs")
+        if not self.enabled:  # e.g. a replayed batch file: nothing to evaluate on, say so once
+            rank_zero_warn(f"EvaluationCallback: {type(trainer.datamodule).__name__} has no eval_pairs(), so no eval/* "
+                           f"metrics are logged; train on shards (faceswap_pl.data.FaceSwapDataModule) to get them.")
 
     def evaluator(self, device: torch.device):
         if self._evaluator is None:
@@ -82,12 +91,17 @@ class EvaluationCallback(L.Callback):
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Swap this rank's share of the pairs, reduce the metrics over ranks, return them (all ranks)."""
+        if not self.enabled:
+            return {}
         pairs = trainer.datamodule.eval_pairs()
         rank, world = trainer.global_rank, trainer.world_size
         if len(pairs) < world:
             raise FaceSwapError(f"{len(pairs)} evaluation pairs cannot be shared by {world} processes; "
                                 f"raise data.eval_pairs to at least {world}.")
         evaluator = self.evaluator(pl_module.device)
+        if self._gallery_of is not pairs:  # the gallery's embeddings are computed once per set of pairs
+            evaluator.set_gallery(pairs.gallery, pairs.gallery_identity)
+            self._gallery_of = pairs
         evaluator.reset()
         was_training = pl_module.training
         pl_module.eval()
@@ -152,6 +166,11 @@ class EvaluationCallback(L.Callback):
             return
         iteration = int(getattr(pl_module, "iteration", trainer.global_step))
         if iteration % self.every_n_iterations == 0 and iteration != self._last_iteration:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        iteration = int(getattr(pl_module, "iteration", trainer.global_step))
+        if self.at_end and iteration != self._last_iteration:
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -27,7 +27,7 @@ import torch
 from faceswap_pl.data.augment import build_augment
 from faceswap_pl.data.evalpairs import EvalPairs, fixed_pairs
 from faceswap_pl.data.loader import START_METHODS, PairDataset, PairLoader
-from faceswap_pl.data.reader import manifest_of, resolve_shards
+from faceswap_pl.data.reader import manifest_of, resolve_shards, split_sources
 from faceswap_pl.errors import FaceSwapError
 
 
@@ -49,7 +49,12 @@ class FaceSwapDataModule(L.LightningDataModule):
         buffer: groups each worker holds for pairing (a shuffle buffer; memory ~ buffer x group bytes).
         augment: list of ``{name: <albumentations transform>, ...}``; None: GHOST's ColorJitter(0.2, 0.2,
             0.2, 0.01) on each view; ``[]``: none. Validation is never augmented.
-        use_embeddings: read ``emb.npy`` and add ``source_embedding`` to the batches.
+        use_embeddings: read ``emb.npy`` and add ``source_embedding`` to the batches (features computed when the
+            shards were built, from the un-augmented crop: faster, but the identity encoder never sees the
+            augmented source view; checked against ``model.identity_encoder`` when training starts).
+        identity_view: also give the identity encoder its own view of the source frame at this size,
+            augmented independently of the ``source`` the discriminator sees as real (GHOST's ``Xs_orig``:
+            224); None: the identity encoder sees ``source``.
         seed: seed of shard order, pairing and augmentation (the same seed gives the same stream).
         eval_pairs: number of fixed evaluation pairs (:meth:`eval_pairs`).
         eval_pairs_file: JSON file of the evaluation pair references: read when it exists, else written.
@@ -59,11 +64,13 @@ class FaceSwapDataModule(L.LightningDataModule):
                  batch_size: int = 16, num_workers: int = 2, p_same: float = 0.2, epoch_pairs: int | None = None,
                  val_pairs: int = 256, buffer: int = 256, augment: list[dict[str, Any]] | None = None,
                  use_embeddings: bool = False, seed: int = 0, eval_pairs: int = 64,
-                 eval_pairs_file: str | None = None, worker_start: str = "forkserver") -> None:
+                 eval_pairs_file: str | None = None, worker_start: str = "forkserver",
+                 identity_view: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         for name, value in (("image_size", image_size), ("batch_size", batch_size), ("buffer", buffer),
-                            ("val_pairs", val_pairs), ("eval_pairs", eval_pairs)):
+                            ("val_pairs", val_pairs), ("eval_pairs", eval_pairs),
+                            ("identity_view", 1 if identity_view is None else identity_view)):
             if value < 1:
                 raise FaceSwapError(f"data.{name}={value} must be at least 1.")
         if not 0.0 <= p_same <= 1.0:
@@ -102,7 +109,7 @@ class FaceSwapDataModule(L.LightningDataModule):
         dataset = PairDataset(resolve_shards(spec), image_size=hp.image_size, batch_size=hp.batch_size,
                               p_same=hp.p_same, buffer=hp.buffer, augment=hp.augment,
                               use_embeddings=hp.use_embeddings, seed=hp.seed, rank=rank, world_size=world_size,
-                              train=train, epoch=epoch)
+                              train=train, epoch=epoch, identity_size=hp.identity_view if train else None)
         loader = PairLoader(dataset, math.ceil(pairs / (hp.batch_size * world_size)), num_workers=hp.num_workers,
                             start_method=hp.worker_start)
         self._loaders.append(loader)
@@ -121,6 +128,31 @@ class FaceSwapDataModule(L.LightningDataModule):
 
     test_dataloader = val_dataloader
     predict_dataloader = val_dataloader
+
+    def precomputed_embeddings(self) -> dict[str, str] | None:
+        """``{"encoder": name, "vector": "raw" | "unit"}`` of the training shards' ``emb.npy`` (None when unused).
+
+        Read from the manifest of every dataset folder in ``train``; folders that disagree are refused.
+        """
+        if not self.hparams.use_embeddings:
+            return None
+        found = {}
+        for source in split_sources(self.hparams.train):
+            manifest = manifest_of(source)
+            if manifest is not None:
+                found[source] = (manifest.embedding, manifest.embedding_vector)
+        if not found:
+            return None
+        if len(set(found.values())) > 1:
+            listed = "; ".join(f"{source}: {name} ({vector})" for source, (name, vector) in found.items())
+            raise FaceSwapError(f"The joined training datasets hold embeddings of different encoders or kinds ({listed}); "
+                                f"rebuild them with the same --embeddings or set data.use_embeddings=false.")
+        name, vector = next(iter(found.values()))
+        if name is None:
+            raise FaceSwapError(f"data.use_embeddings is on but {next(iter(found))} was built without embeddings; "
+                                f"rebuild it with `faceswap-pl shards build --embeddings ENCODER` or set "
+                                f"data.use_embeddings=false.")
+        return {"encoder": name, "vector": vector}
 
     @property
     def corrupt_frames(self) -> int:

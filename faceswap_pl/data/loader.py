@@ -17,6 +17,8 @@ format of :mod:`faceswap_pl.module` in the main process:
 
 =====================  ==========================================================================
 ``source``, ``target``  (B, 3, S, S) float32 RGB in [-1, 1]
+``identity_source``     (B, 3, I, I) float32 in [-1, 1], only with ``identity_size=I``: the source frame
+                        augmented on its own for the identity encoder (GHOST's ``Xs_orig``, I = 224)
 ``same_identity``       (B,) bool
 ``source_identity``     (B,) int64 identity ids (``target_identity`` likewise)
 ``skipped``             () int64: corrupt JPEGs the producing worker skipped since its previous batch
@@ -93,23 +95,29 @@ def _forget_inherited_forkserver() -> None:
             server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
 
 
+def _stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 images -> (N, 3, H, W) uint8, in shared memory inside a worker (no copy when sent)."""
+    size = images[0].shape[0]
+    tensor = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    if get_worker_info() is not None:
+        tensor.share_memory_()
+    array = tensor.numpy()
+    for i, image in enumerate(images):
+        array[i] = image.transpose(2, 0, 1)
+    return tensor
+
+
 def collate(pairs: Sequence[Pair], skipped: int = 0) -> dict[str, torch.Tensor]:
     """Pairs -> a worker-side batch (images still uint8 CHW)."""
-    size = pairs[0].source.shape[0]
-    tensors = torch.empty((2, len(pairs), 3, size, size), dtype=torch.uint8)
-    if get_worker_info() is not None:
-        tensors.share_memory_()  # filled in place: no extra copy when the batch is sent to the main process
-    images = tensors.numpy()
-    for i, pair in enumerate(pairs):
-        images[0, i] = pair.source.transpose(2, 0, 1)
-        images[1, i] = pair.target.transpose(2, 0, 1)
     batch = {
-        "source": tensors[0], "target": tensors[1],
+        "source": _stack_images([p.source for p in pairs]), "target": _stack_images([p.target for p in pairs]),
         "same_identity": torch.tensor([p.same_identity for p in pairs], dtype=torch.bool),
         "source_identity": torch.tensor([p.source_identity for p in pairs], dtype=torch.int64),
         "target_identity": torch.tensor([p.target_identity for p in pairs], dtype=torch.int64),
         "skipped": torch.tensor(skipped, dtype=torch.int64),
     }
+    if pairs[0].identity_source is not None:
+        batch["identity_source"] = _stack_images([p.identity_source for p in pairs])
     if pairs[0].source_embedding is not None:
         batch["source_embedding"] = torch.from_numpy(np.stack([p.source_embedding for p in pairs]))
     return batch
@@ -131,11 +139,14 @@ class PairDataset(IterableDataset):
         train: True: shuffled shard order, augmentation, a new stream every epoch. False (validation):
             listed shard order, no augmentation, the same stream every time.
         epoch: the first epoch's number (set it to the trainer's epoch when resuming).
+        identity_size: also give each pair ``identity_source``: the source frame at this size, augmented
+            independently of ``source`` (GHOST's ``Xs_orig``: 224); None: no such view.
     """
 
     def __init__(self, urls: Sequence[str], *, image_size: int = 256, batch_size: int = 16, p_same: float = 0.2,
                  buffer: int = 256, augment: AugmentSpec = None, use_embeddings: bool = False, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, train: bool = True, epoch: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, train: bool = True, epoch: int = 0,
+                 identity_size: int | None = None) -> None:
         super().__init__()
         self.urls = list(urls)
         self.image_size, self.batch_size, self.p_same, self.buffer = image_size, batch_size, p_same, buffer
@@ -144,6 +155,7 @@ class PairDataset(IterableDataset):
         self.epoch = epoch
         self.start_method = "forkserver"  # how workers start; PairLoader sets it
         self.view = ViewTransform(image_size, augment, enabled=train)  # built here: config errors show at once
+        self.identity_view = ViewTransform(identity_size, augment, enabled=train) if identity_size else None
 
     def sampler(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> PairSampler:
         """The pair sampler of one worker slot and epoch (validation: always epoch 0); seeds the view too."""
@@ -151,13 +163,17 @@ class PairDataset(IterableDataset):
         order = shard_order(self.urls, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
                             worker=worker, num_workers=num_workers, shuffle=self.train)
         self.view.seed(np.random.default_rng([self.seed, epoch, self.rank, worker, 2]))
+        if self.identity_view is not None:
+            self.identity_view.seed(np.random.default_rng([self.seed, epoch, self.rank, worker, 3]))
         return PairSampler(read_groups(order, self.use_embeddings),
                            np.random.default_rng([self.seed, epoch, self.rank, worker, 0]),
                            p_same=self.p_same, buffer=self.buffer, image_size=self.image_size)
 
     def augmented(self, pairs: Iterator[Pair]) -> Iterator[Pair]:
-        """Each pair with both views resized and independently augmented."""
+        """Each pair with its views resized and independently augmented (the identity view from the source frame)."""
         for pair in pairs:
+            if self.identity_view is not None:
+                pair.identity_source = self.identity_view(pair.source)
             pair.source, pair.target = self.view(pair.source), self.view(pair.target)
             yield pair
 
@@ -243,8 +259,9 @@ class PairLoader(wds.WebLoader):
             except FaceSwapError as error:
                 self.shutdown()
                 raise _unwrap_worker_error(error) from None
-            batch["source"] = to_model_range(batch["source"], self.pin_memory)
-            batch["target"] = to_model_range(batch["target"], self.pin_memory)
+            for key in ("source", "target", "identity_source"):
+                if key in batch:
+                    batch[key] = to_model_range(batch[key], self.pin_memory)
             skipped += int(batch["skipped"])
             yield batch
         self.corrupt_frames += skipped

@@ -66,7 +66,8 @@ class Pair:
     """One training pair before augmentation: decoded RGB crops and where they came from.
 
     ``source_ref`` / ``target_ref`` are ``(sample key, frame index)``; ``source_embedding`` is the
-    source frame's ``emb.npy`` row when embeddings were read, else None.
+    source frame's ``emb.npy`` row when embeddings were read, else None; ``identity_source`` is the
+    source frame's separately augmented view for the identity encoder, when the loader makes one.
     """
 
     source: np.ndarray
@@ -77,6 +78,7 @@ class Pair:
     source_ref: tuple[str, int]
     target_ref: tuple[str, int]
     source_embedding: np.ndarray | None = None
+    identity_source: np.ndarray | None = None
 
 
 class PairSampler:

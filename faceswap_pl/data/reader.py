@@ -13,6 +13,13 @@ Three steps, each a plain function so that the pair stream (and tests) can compo
 * :func:`read_groups` streams the groups of shards (WebDataset tar iteration, ``gopen`` for files and
   pipes) as :class:`Group` records holding undecoded JPEG bytes; a truncated or unreadable tar raises
   :class:`ShardReadError` naming the shard.
+
+Identity ids are numbered 0, 1, ... within each build, so two builds read together would share ids (two
+different people, one id: pairing would call them the same person, retrieval would mix them). Each build
+is therefore a namespace: a local shard belongs to the build whose ``manifest.json`` sits next to it, a
+remote one (``pipe:``, http) to the ``::``-joined source it was named in; the k-th build met (k = 0, 1, ...)
+reads with identity ``k * IDENTITY_NAMESPACE + id`` and group key ``source<k>/<key>`` (the first keeps the
+ids and keys as stored).
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from faceswap_pl.data.schema import MANIFEST, GroupMeta, Manifest, ShardSchemaError, parse_key
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.jsonfile import read_json
+
+#: identity ids of the k-th ``::``-joined source start at k * IDENTITY_NAMESPACE (shard keys hold 6-digit ids)
+IDENTITY_NAMESPACE = 1_000_000
 
 _FRAME = re.compile(r"^f(\d{2})\.jpg$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -78,7 +88,8 @@ class Group:
         return [i for i, data in enumerate(self.frames) if data is not None]
 
 
-def _split_sources(spec: str | Sequence[str]) -> list[str]:
+def split_sources(spec: str | Sequence[str]) -> list[str]:
+    """The sources of a shard spec: ``a::b`` or a list -> each part (a folder, path, glob, brace list or URL)."""
     if isinstance(spec, (str, os.PathLike)):
         return [s for s in str(spec).split("::") if s.strip()]
     return [str(s) for s in spec]
@@ -104,41 +115,78 @@ def _manifest_urls(folder: Path) -> list[str]:
     return urls
 
 
+class ShardURL(str):
+    """A shard URL that remembers the identity namespace of the source it came from (module docstring)."""
+
+    namespace: int = 0
+
+    def __new__(cls, url: str, namespace: int = 0) -> "ShardURL":
+        made = super().__new__(cls, url)
+        made.namespace = namespace
+        return made
+
+    def __reduce__(self):
+        return ShardURL, (str(self), self.namespace)
+
+
+def namespace_of(url: str) -> int:
+    return getattr(url, "namespace", 0)
+
+
 def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     """Shard URLs for a path, glob, brace list, ``pipe:``/remote URL, dataset folder, or ``::``-joined list.
 
     Local files must exist and globs must match (one sentence naming the input otherwise). ``pipe:``
     and other URLs with a scheme are brace-expanded and passed to WebDataset's ``gopen`` as they are.
+    The URLs are :class:`ShardURL` s carrying their build's identity namespace (module docstring).
     """
     urls: list[str] = []
-    for source in _split_sources(spec):
-        for item in braceexpand.braceexpand(source.strip()):
-            if _SCHEME.match(item) and not item.startswith("file:"):
-                urls.append(item)
-                continue
-            path = os.path.expanduser(re.sub(r"^file:(//)?", "", item))
-            if _GLOB_CHARS.search(path):
-                matches = sorted(glob.glob(path))
-                if not matches:
-                    raise ShardNotFoundError(f"No shard matches {item!r}; check the path (build shards with "
-                                             f"`faceswap-pl shards build`).")
-                urls.extend(matches)
-            elif os.path.isdir(path):
-                urls.extend(_manifest_urls(Path(path)))
-            elif os.path.isfile(path):
-                urls.append(path)
-            else:
-                raise ShardNotFoundError(f"Shard {item!r} does not exist; check the path (build shards with "
-                                         f"`faceswap-pl shards build`).")
+    builds: dict[str, int] = {}
+    for index, source in enumerate(split_sources(spec)):
+        for url in _source_urls(source):
+            build = _build_of(url) or f"source {index}"
+            urls.append(ShardURL(url, builds.setdefault(build, len(builds))))
     if not urls:
         raise ShardNotFoundError(f"{spec!r} names no shards; give a shard path, glob, brace list, pipe: URL or "
                                  f"dataset folder.")
     return urls
 
 
+def _build_of(url: str) -> str | None:
+    """The dataset build a local shard belongs to (its folder, when it holds manifest.json), else None."""
+    if _SCHEME.match(url) and not url.startswith("file:"):
+        return None
+    folder = Path(os.path.expanduser(re.sub(r"^file:(//)?", "", url))).resolve().parent
+    return str(folder) if (folder / MANIFEST).is_file() else None
+
+
+def _source_urls(source: str) -> list[str]:
+    """The shard URLs of one source (not ``::``-joined)."""
+    urls: list[str] = []
+    for item in braceexpand.braceexpand(source.strip()):
+        if _SCHEME.match(item) and not item.startswith("file:"):
+            urls.append(item)
+            continue
+        path = os.path.expanduser(re.sub(r"^file:(//)?", "", item))
+        if _GLOB_CHARS.search(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise ShardNotFoundError(f"No shard matches {item!r}; check the path (build shards with "
+                                         f"`faceswap-pl shards build`).")
+            urls.extend(matches)
+        elif os.path.isdir(path):
+            urls.extend(_manifest_urls(Path(path)))
+        elif os.path.isfile(path):
+            urls.append(path)
+        else:
+            raise ShardNotFoundError(f"Shard {item!r} does not exist; check the path (build shards with "
+                                     f"`faceswap-pl shards build`).")
+    return urls
+
+
 def manifest_of(spec: str | Sequence[str]) -> Manifest | None:
     """The manifest when ``spec`` is a single dataset folder, else None."""
-    sources = _split_sources(spec)
+    sources = split_sources(spec)
     if len(sources) == 1 and os.path.isdir(os.path.expanduser(sources[0])):
         path = Path(os.path.expanduser(sources[0])) / MANIFEST
         if path.is_file():
@@ -180,6 +228,7 @@ def _reason(error: BaseException) -> str:
 
 def _group(sample: dict, url: str, embeddings: bool) -> Group | None:
     key = sample["__key__"]
+    namespace = namespace_of(url)
     where = f"Group {key} in shard {url}"
     parse_key(key)
     if "meta.json" not in sample:
@@ -204,7 +253,8 @@ def _group(sample: dict, url: str, embeddings: bool) -> Group | None:
             raise ShardSchemaError(f"{where} has an emb.npy of shape {matrix.shape} for {len(names)} frames; rebuild "
                                    f"the shards with `faceswap-pl shards build`.")
         matrix = matrix[[index for index, _ in names]]
-    return Group(key=key, url=url, identity=meta.identity, group=meta.group, size=meta.size,
+    return Group(key=key if namespace == 0 else f"source{namespace}/{key}", url=url,
+                 identity=namespace * IDENTITY_NAMESPACE + meta.identity, group=meta.group, size=meta.size,
                  frames=[sample[name] for _, name in names], embeddings=matrix)
 
 

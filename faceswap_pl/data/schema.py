@@ -5,7 +5,8 @@ A shard is a tar of samples; each sample has the key ``id{identity:06d}_g{group:
     f00.jpg, f01.jpg, ...   aligned face crops (ArcFace template at the dataset's crop size), JPEG
                             bytes exactly as written (never re-encoded on read)
     meta.json               GroupMeta below
-    emb.npy                 optional (frames, D) float16 identity embeddings, L2-normalised
+    emb.npy                 optional (frames, D) float16 identity features: raw (manifest
+                            ``embedding_vector: raw``) or, in builds before that field, L2-normalised
 
 A dataset folder holds the shards (``shard-000000.tar`` ...), ``manifest.json`` (Manifest below)
 and ``skipped.json`` (every input the builder skipped, with its reason).
@@ -118,6 +119,7 @@ class Manifest:
     embedding: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
+    embedding_vector: str = "unit"      # "raw" features, or "unit" vectors (builds before this field)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

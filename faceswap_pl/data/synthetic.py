@@ -3,7 +3,9 @@
 Each "identity" is a fixed random low-frequency colour pattern; its "frames" are that pattern with
 a small random shift and brightness change. Pairs follow the training schema
 (``source``, ``target``, ``same_identity``) with probability ``p_same`` of a same-identity pair.
-It measures the training loop, not face swapping: real training uses shards.
+It measures the training loop, not face swapping: real training uses shards. Its fixed evaluation pairs
+(:meth:`SyntheticPairDataModule.eval_pairs`) let the evaluation callback run on it in smoke tests; the
+face networks' numbers on colour patterns mean nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class SyntheticPairs(Dataset):
         gain = 0.8 + 0.4 * torch.rand((), generator=g)
         return (self.patterns[identity, :, dy:dy + s, dx:dx + s] * gain).clamp(-1, 1)
 
+    def frame(self, identity: int, index: int) -> torch.Tensor:
+        """Frame ``index`` of ``identity`` (deterministic): (3, S, S) in [-1, 1]."""
+        return self._frame(identity, torch.Generator().manual_seed(self.seed * 7919 + identity * 104729 + index))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         n = len(self.patterns)
@@ -48,9 +54,32 @@ class SyntheticPairDataModule(L.LightningDataModule):
     """DataModule over :class:`SyntheticPairs` (train and val splits with different seeds)."""
 
     def __init__(self, image_size: int = 64, batch_size: int = 4, train_pairs: int = 64, val_pairs: int = 8,
-                 identities: int = 8, p_same: float = 0.2, num_workers: int = 0, seed: int = 0) -> None:
+                 identities: int = 8, p_same: float = 0.2, num_workers: int = 0, seed: int = 0,
+                 eval_pairs: int = 8) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._eval = None
+
+    def eval_pairs(self):
+        """Fixed different-identity pairs of the validation patterns, and a gallery of 2 frames per identity."""
+        from faceswap_pl.data.evalpairs import EvalPairs
+
+        if self._eval is None:
+            hp = self.hparams
+            data = SyntheticPairs(hp.image_size, 1, hp.identities, 0.0, hp.seed + 1)
+            sources = [i % hp.identities for i in range(hp.eval_pairs)]
+            targets = [(s + 1 + i // hp.identities) % hp.identities for i, s in enumerate(sources)]
+            gallery = [(identity, frame) for identity in range(hp.identities) for frame in (100, 101)]
+            uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+            self._eval = EvalPairs(
+                refs=[((f"synthetic{s}", 0), (f"synthetic{t}", 1)) for s, t in zip(sources, targets)],
+                source=torch.stack([data.frame(s, 0) for s in sources]),
+                target=torch.stack([data.frame(t, 1) for t in targets]),
+                source_identity=torch.tensor(sources), target_identity=torch.tensor(targets),
+                gallery_refs=[(f"synthetic{i}", f) for i, f in gallery],
+                gallery=torch.stack([uint8(data.frame(i, f)) for i, f in gallery]),
+                gallery_identity=torch.tensor([i for i, _ in gallery]))
+        return self._eval
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

@@ -1,9 +1,10 @@
 """The swap pipeline: detect -> choose faces -> track and smooth -> align -> batched generator ->
 optional restoration -> landmark mask -> inverse-affine paste-back (on the device).
 
-:class:`SwapModel` loads a generator (a training checkpoint or an export folder; torch or
-onnxruntime) with the identity encoder it was trained with. :class:`FaceSwapper` holds the source
-identity and the options and turns frames into swapped frames: :meth:`FaceSwapper.swap_image` for one
+:class:`~faceswap_pl.inference.generators.SwapModel` loads a generator (a training checkpoint, an
+export folder on torch or onnxruntime, or GHOST's released ``G_*.pth``) with its identity encoder and
+the conventions its faces are cut with (:class:`~faceswap_pl.inference.generators.FaceConventions`).
+:class:`FaceSwapper` holds the source identity and the options and turns frames into swapped frames: :meth:`FaceSwapper.swap_image` for one
 image, :meth:`FaceSwapper.swap_frames` for a stream (frames come out in order, ``smooth`` frames
 late). Frames where no face is chosen are returned untouched (the same array).
 """
@@ -11,16 +12,16 @@ late). Frames where no face is chosen are returned untouched (the same array).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from faceswap_pl.alignment import align_face, alignment_matrix, invert_affine, warp_affine
-from faceswap_pl.errors import FaceSwapError, ModelFileError
+from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.inference.detect import Face, FaceDetector, create_detector
-from faceswap_pl.inference.options import BACKENDS, DEFAULT_THRESHOLD, MASK_MODES
+from faceswap_pl.inference.generators import SwapModel
+from faceswap_pl.inference.options import DEFAULT_THRESHOLD, MASK_MODES
 from faceswap_pl.inference.masks import DEFAULT_RULE, MaskRule, adaptive_rule, full_mask, hull_mask, \
     jaw_offset
 from faceswap_pl.inference.tracking import KeypointSmoother, TrackedFace
@@ -35,83 +36,6 @@ def to_tensor(images: list[np.ndarray] | np.ndarray, device) -> torch.Tensor:
     """RGB uint8 (N, H, W, 3) -> (N, 3, H, W) float in [-1, 1] on ``device``."""
     array = np.stack(images) if isinstance(images, list) else images
     return torch.from_numpy(np.ascontiguousarray(array)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-# ---------------------------------------------------------------------------------------------- the model
-
-@dataclass
-class SwapModel:
-    """A generator ``(target (N,3,S,S), source embedding (N,D)) -> swap (N,3,S,S)`` and its identity encoder."""
-
-    generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    identity: torch.nn.Module
-    image_size: int
-    description: str
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @torch.no_grad()
-    def embed(self, crops: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.identity(crops.to(self.device)).float(), dim=-1)
-
-    @torch.no_grad()
-    def swap(self, targets: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.generator(targets.to(self.device), embeddings.to(self.device)).float().clamp(-1, 1)
-
-    @classmethod
-    def load(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
-             identity_weights: str | None = None) -> "SwapModel":
-        """Load a ``faceswap-pl fit`` checkpoint (.ckpt) or a ``faceswap-pl export`` folder.
-
-        Raises FaceSwapError subclasses with the fix: missing path, ONNX asked of a checkpoint, an identity encoder
-        whose weights the user brings but did not pass.
-        """
-        from faceswap_pl.models.identity import create_identity_encoder
-
-        if backend not in BACKENDS:
-            raise FaceSwapError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-        path = Path(path).expanduser()
-        device = torch.device(device)
-        if not path.exists():
-            raise ModelFileError(f"The model {path} does not exist; pass a training checkpoint (.ckpt) or a folder "
-                                 f"written by `faceswap-pl export`.")
-        if path.is_file() and path.suffix == ".ckpt":
-            if backend != "torch":
-                raise FaceSwapError(f"--backend {backend} needs an export folder with generator.onnx; export "
-                                    f"{path} first with `faceswap-pl export --checkpoint {path} --out DIR`.")
-            from faceswap_pl.evaluate import load_training_checkpoint
-
-            module = load_training_checkpoint(path)
-            generator = module.generator_ema if module.generator_ema is not None else module.generator
-            generator = generator.eval().to(device)
-            identity = module.identity.to(device)
-            return cls(lambda t, e: generator(t, e)[0], identity, int(generator.image_size),
-                       f"checkpoint {path}", device)
-        from faceswap_pl.export import OnnxGenerator, load_exported_generator
-
-        if backend == "torch":
-            net = load_exported_generator(path, device=device)
-            config, run = net.export_config, (lambda t, e: net(t, e)[0])
-        else:
-            import onnxruntime as ort
-
-            cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
-            net = OnnxGenerator(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None)
-            if net.config is None:
-                raise ModelFileError(f"{path} has no generator.json next to the ONNX file; pass the whole export "
-                                     f"folder written by `faceswap-pl export`.")
-            config, run = net.config, net
-        kwargs = {}
-        if config.get("identity_weights"):
-            if not identity_weights:
-                raise ModelFileError(f"The model {path} was trained with identity encoder "
-                                     f"{config['identity_encoder']} ({config['identity_weights']}); pass that file "
-                                     f"with --identity-weights PATH.")
-            kwargs["weights"] = identity_weights
-        identity = create_identity_encoder(config["identity_encoder"], **kwargs).to(device)
-        runtime = backend
-        if backend == "onnxruntime":
-            runtime += " on " + ("CUDA" if "CUDAExecutionProvider" in net.session.get_providers() else "the CPU")
-        return cls(run, identity, int(config["image_size"]), f"export {path} ({runtime})", device)
 
 
 # ---------------------------------------------------------------------------------------------- the swapper
@@ -171,9 +95,8 @@ class FaceSwapper:
         self.batch_size = int(batch_size)
         self.restorer, self.restore_large_only = restorer, restore_large_only
         self.mesh = MediaPipeMesh().to(self.device) if mask != "none" else None
-        size = model.image_size
         face = self._largest(source, "source image")
-        crop, _ = align_face(source, face.keypoints, size)
+        crop, _ = align_face(source, face.keypoints, model.crop_size, model.conventions.template)
         self.source_crop = crop
         self.embedding = model.embed(to_tensor([crop], self.device))
         self.recognizer, self.reference_embedding = None, None
@@ -244,7 +167,7 @@ class FaceSwapper:
     # ------------------------------------------------------------------ the work
     @torch.no_grad()
     def _swap_pending(self, pending: list[_Pending]) -> Iterator[np.ndarray]:
-        size = self.model.image_size
+        size, template = self.model.crop_size, self.model.conventions.template
         jobs = [(i, tracked) for i, p in enumerate(pending) for tracked in p.faces]
         self.stats.frames += len(pending)
         self.stats.frames_with_faces += sum(bool(p.faces) for p in pending)
@@ -252,8 +175,8 @@ class FaceSwapper:
         if not jobs:
             yield from (p.frame for p in pending)
             return
-        matrices = [alignment_matrix(t.keypoints, size) for _, t in jobs]
-        crops = [align_face(pending[i].frame, t.keypoints, size)[0] for i, t in jobs]
+        matrices = [alignment_matrix(t.keypoints, size, template) for _, t in jobs]
+        crops = [align_face(pending[i].frame, t.keypoints, size, template)[0] for i, t in jobs]
         targets = to_tensor(crops, self.device)
         swaps = torch.cat([self.model.swap(targets[k:k + self.batch_size],
                                            self.embedding.expand(len(targets[k:k + self.batch_size]), -1))
@@ -285,7 +208,7 @@ class FaceSwapper:
                 yield p.frame
 
     def _masks(self, jobs, targets: torch.Tensor, swaps: torch.Tensor) -> torch.Tensor:
-        size = self.model.image_size
+        size = self.model.crop_size
         if self.mask_mode == "none":
             return torch.from_numpy(full_mask(size))[None, None].expand(len(jobs), 1, size, size).to(self.device)
         target_points = self.mesh(targets).cpu().numpy()

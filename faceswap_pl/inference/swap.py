@@ -138,8 +138,9 @@ def cmd_swap(args: argparse.Namespace) -> int:
                           restorer=load_restorer(args.sr, args.device),
                           restore_large_only=args.sr == "realesrgan", batch_size=args.batch_size,
                           device=args.device)
-    console.print(f"model: {model.description}, {model.image_size} px; mask {args.mask}, smoothing ±{args.smooth} "
-                  f"frames, super-resolution {args.sr}")
+    crop = f" on {model.crop_size}-px crops" if model.crop_size != model.image_size else ""
+    console.print(f"model: {model.description}, {model.image_size} px{crop}; mask {args.mask}, smoothing "
+                  f"±{args.smooth} frames, super-resolution {args.sr}")
     results = swap_files(swapper, targets, out, console)
     if swapper.stats.faces == 0:
         console.print("[yellow]no face in the targets matched; the outputs equal the inputs[/yellow]")
@@ -165,8 +166,9 @@ def add_swap_parser(sub) -> None:
     swap.add_argument("--source", required=True, metavar="IMAGE", help="picture of the face to put in (its largest "
                       "face)")
     swap.add_argument("--target", required=True, metavar="PATH", help="image, video, or a folder of them")
-    swap.add_argument("--model", required=True, metavar="PATH", help="export folder (`faceswap-pl export`) or "
-                      "training checkpoint (.ckpt)")
+    swap.add_argument("--model", required=True, metavar="PATH", help="export folder (`faceswap-pl export`), "
+                      "training checkpoint (.ckpt), or GHOST's released generator G_*.pth (swapped with GHOST's "
+                      "inference conventions; give its ArcFace backbone.pth with --identity-weights)")
     swap.add_argument("--out", required=True, metavar="PATH", help="output file for one target (.png/.jpg or "
                       ".mp4), a folder for a folder of targets")
     faces = swap.add_mutually_exclusive_group()
@@ -190,5 +192,5 @@ def add_swap_parser(sub) -> None:
                       "onnxruntime on an export's generator.onnx")
     swap.add_argument("--detector", default="yunet", help="yunet (zoo, default) or insightface:<model pack dir>")
     swap.add_argument("--identity-weights", metavar="PATH", help="weights of the identity encoder for models trained "
-                      "with one users bring (e.g. ArcFace backbone.pth)")
+                      "with one users bring (e.g. ArcFace backbone.pth; needed for GHOST's G_*.pth)")
     swap.set_defaults(func=cmd_swap)

@@ -18,20 +18,23 @@ from faceswap_pl.metrics.geometry import MetricInputError
 
 
 class IDRetrieval(Metric):
-    """Identity retrieval of swapped faces among the source identities, and their cosine to the source.
+    """Identity retrieval of swapped faces, and their cosine to the source.
 
-    Gallery: every source embedding seen (all ranks), labelled with its identity. An identity's score
-    for a swap is the maximum cosine between the swap and that identity's gallery embeddings; a swap
-    counts for top-k when its own source identity is among the k best-scoring identities (k capped at
-    the number of identities; ties resolved in the swap's favour).
+    The gallery is fixed with :meth:`set_gallery`: embeddings of the evaluation split's faces labelled
+    with their identity -- every identity of the split, sources and targets alike, as in FaceShifter's
+    protocol (the closest face among all the split's frames must be the swap's source). Without one, the
+    gallery is every source embedding seen (all ranks). An identity's score for a swap is the maximum
+    cosine between the swap and that identity's gallery embeddings; a swap counts for top-k when its own
+    source identity is among the k best-scoring identities (k capped at the number of identities; ties
+    resolved in the swap's favour).
 
-    ``compute()`` returns ``{"id_top1", "id_top5", "id_cos"}``: the top-1 / top-5 fractions in [0, 1]
-    and the mean cosine of each swap to its own source embedding (all higher is better). Embeddings
-    need not be normalised (they are L2-normalised here).
+    ``compute()`` returns ``id_top1``, ``id_top5`` (fractions in [0, 1]), ``id_cos`` (mean cosine of each
+    swap to its own source embedding), and what they are to be read against: ``gallery_identities`` (M),
+    ``gallery_images`` and the chance levels ``id_top1_chance`` = 1 / M and ``id_top5_chance`` =
+    min(5, M) / M (a random ranking). Embeddings need not be normalised (they are L2-normalised here).
 
     Under DDP every rank must have had at least one ``update`` before ``compute`` (torchmetrics
-    cannot gather an empty list state next to (N, D) ones); Lightning's distributed sampler gives
-    every rank batches.
+    cannot gather an empty list state next to (N, D) ones); every rank sets the same gallery.
 
     Args:
         chunk_size: swaps scored at once in ``compute`` (memory: chunk x gallery size).
@@ -47,6 +50,18 @@ class IDRetrieval(Metric):
         self.add_state("swap_emb", default=[], dist_reduce_fx="cat")
         self.add_state("source_emb", default=[], dist_reduce_fx="cat")
         self.add_state("source_identity", default=[], dist_reduce_fx="cat")
+        self.gallery: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def set_gallery(self, embeddings: torch.Tensor, identity) -> None:
+        """Fix the gallery: (G, D) embeddings and their (G,) integer identity labels (None: the sources)."""
+        self._computed = None  # torchmetrics caches compute() until the next update: the gallery changes it
+        if embeddings is None:
+            self.gallery = None
+            return
+        if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
+            raise MetricInputError("the gallery must be float embeddings of shape (G, D).")
+        labels = identity_labels(identity, embeddings.shape[0], embeddings.device)
+        self.gallery = (F.normalize(embeddings.detach().double(), dim=-1), labels)
 
     def update(self, swap_emb: torch.Tensor, source_emb: torch.Tensor, source_identity) -> None:
         """Add N pairs.
@@ -69,29 +84,45 @@ class IDRetrieval(Metric):
         self.source_identity.append(identity)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """``{"id_top1", "id_top5", "id_cos"}`` as 0-d float32 tensors; NaN before any update."""
+        """The values of the class docstring as 0-d float32 tensors; NaN before any update."""
+        keys = ("id_top1", "id_top5", "id_cos", "gallery_identities", "gallery_images", "id_top1_chance",
+                "id_top5_chance")
         if isinstance(self.swap_emb, list) and not self.swap_emb:
-            return {key: torch.tensor(float("nan"), device=self.device) for key in ("id_top1", "id_top5", "id_cos")}
+            return {key: torch.tensor(float("nan"), device=self.device) for key in keys}
         swap = F.normalize(dim_zero_cat(self.swap_emb).double(), dim=-1)
         source = F.normalize(dim_zero_cat(self.source_emb).double(), dim=-1)
         ids = dim_zero_cat(self.source_identity).long()
+        if self.gallery is None:
+            gallery, gallery_ids = source, ids
+        else:
+            gallery, gallery_ids = (t.to(self.device) for t in self.gallery)
+            missing = sorted(set(ids.tolist()) - set(gallery_ids.tolist()))
+            if missing:
+                raise MetricInputError(f"source identities {missing[:5]} are not in the retrieval gallery; build the "
+                                       f"gallery from the split the pairs come from.")
         n = swap.shape[0]
-        _, label = torch.unique(ids, return_inverse=True)  # gallery / own identity as 0 .. M-1
-        identities = int(label.max()) + 1
+        known, label = torch.unique(gallery_ids, return_inverse=True)  # gallery identities as 0 .. M-1
+        own_label = torch.searchsorted(known, ids)
+        identities = int(known.numel())
         top1 = top5 = 0
         for start in range(0, n, self.chunk_size):
             chunk = swap[start:start + self.chunk_size]
-            cosine = chunk @ source.T  # (c, gallery)
+            cosine = chunk @ gallery.T  # (c, gallery)
             scores = torch.full((chunk.shape[0], identities), -torch.inf, dtype=cosine.dtype, device=cosine.device)
             scores = scores.scatter_reduce(1, label.expand(chunk.shape[0], -1), cosine, reduce="amax")
-            own = scores.gather(1, label[start:start + self.chunk_size, None])
+            own = scores.gather(1, own_label[start:start + self.chunk_size, None])
             rank = (scores > own).sum(1)  # identities strictly better than the swap's own
             top1 = top1 + (rank < 1).sum()
             top5 = top5 + (rank < min(5, identities)).sum()
+        as_tensor = lambda value: torch.tensor(float(value), device=self.device)  # noqa: E731
         return {
             "id_top1": (top1 / n).float(),
             "id_top5": (top5 / n).float(),
             "id_cos": (swap * source).sum(-1).mean().float(),
+            "gallery_identities": as_tensor(identities),
+            "gallery_images": as_tensor(gallery.shape[0]),
+            "id_top1_chance": as_tensor(1.0 / identities),
+            "id_top5_chance": as_tensor(min(5, identities) / identities),
         }
 
 

@@ -181,6 +181,23 @@ class FaceEvaluator:
                     out["iris"].append(iris(x, centres=centres))
         return {key: torch.cat(values) for key, values in out.items()}
 
+    @torch.no_grad()
+    def set_gallery(self, images: torch.Tensor | None, identity=None) -> None:
+        """Fix the identity-retrieval gallery (:class:`~faceswap_pl.metrics.aggregate.IDRetrieval`).
+
+        Args:
+            images: (G, 3, S, S) aligned crops of the evaluation split -- every identity, sources and
+                targets -- float in [-1, 1] or uint8 (0..255); None: the pairs' sources (the former protocol).
+            identity: (G,) integer identity labels.
+        """
+        if images is None:
+            self.metrics["id"].set_gallery(None, None)
+            return
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1.0
+        embedding = self.features(images, "gallery", parts=("embedding",))["embedding"]
+        self.metrics["id"].set_gallery(embedding, identity)
+
     def _triplet(self, swap, source, target) -> tuple[dict, dict, dict]:
         for name, x in (("swap", swap), ("source", source), ("target", target)):
             check_images(name, x)
@@ -218,7 +235,8 @@ class FaceEvaluator:
 
         Returns:
             ``id_top1``, ``id_top5`` (fractions), ``id_cos`` (cosine), ``expression``, ``eye``, ``shape``
-            (fractions of the inter-ocular distance), ``pose_deg`` (degrees).
+            (fractions of the inter-ocular distance), ``pose_deg`` (degrees), and the retrieval's
+            ``gallery_identities``, ``gallery_images``, ``id_top1_chance``, ``id_top5_chance``.
         """
         values = {key: float(value) for key, value in self.metrics["id"].compute().items()}
         for key in ("expression", "eye", "pose_deg", "shape"):

@@ -251,7 +251,8 @@ class AWingLandmarks(LandmarkModel):
     def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) in [-1, 1] -> (N, 98, 64, 64): last stack's landmark heatmaps (boundary dropped)."""
         check_image_batch(x, type(self).__name__)
-        return self.fan(to_unit_range(resize_aligned(x, INPUT_SIZE)))[-1][:, :NUM_LANDMARKS]
+        # GHOST's detect_landmarks maps [-1, 1] to [0, 1] as std * x + mean (0.5 * x + 0.5): rounded as it does
+        return self.fan(resize_aligned(0.5 * x + 0.5, INPUT_SIZE))[-1][:, :NUM_LANDMARKS]
 
     def eye_features(self, x: torch.Tensor) -> torch.Tensor:
         """GHOST's eye-loss input: last-stack heatmaps of the two pupils (96, 97), (N, 2, 64, 64)."""

@@ -33,6 +33,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "load_checkpoint_file",
     "load_state_dict_strict",
+    "read_torch_file",
     "strip_prefix",
 ]
 
@@ -61,8 +62,9 @@ def _numpy_safe_globals() -> list:
     return found
 
 
-def _torch_load(path: Path) -> object:
-    """``torch.load`` on the CPU with ``weights_only=True``, failures turned into our errors."""
+def read_torch_file(path: Path) -> object:
+    """``torch.load`` on the CPU with ``weights_only=True`` (whatever the file holds: a state dict, a Lightning
+    checkpoint dict, ...), failures turned into our errors."""
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -173,7 +175,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         state_dict: dict[str, torch.Tensor] = _load_safetensors(path)
     else:
-        state_dict = _unwrap(_torch_load(path), path)
+        state_dict = _unwrap(read_torch_file(path), path)
     return strip_prefix(state_dict, "module.")
 
 

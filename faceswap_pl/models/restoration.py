@@ -45,7 +45,7 @@ from faceswap_pl.errors import (  # noqa: F401 (CheckpointMismatchError, NcnnMod
     CheckpointMismatchError, CheckpointNotFoundError, InputShapeError, ModelFileError, ModelOptionError, NcnnModelError,
     UnknownNameError,
 )
-from faceswap_pl.models.checkpoint import _torch_load, load_checkpoint_file, load_state_dict_strict, strip_prefix
+from faceswap_pl.models.checkpoint import read_torch_file, load_checkpoint_file, load_state_dict_strict, strip_prefix
 from faceswap_pl.models.frozen import FrozenModule, check_image_batch, to_unit_range
 from faceswap_pl.jsonfile import read_json
 
@@ -743,7 +743,7 @@ def _restorer_config_from_json(path: Path) -> dict:
 
 
 def _restorer_from_training_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    raw = _torch_load(path)
+    raw = read_torch_file(path)
     if isinstance(raw, dict) and isinstance(raw.get(RESTORER_CKPT_KEY), dict) and isinstance(raw.get("state_dict"), dict):
         return raw[RESTORER_CKPT_KEY], strip_prefix(raw["state_dict"], "restorer.")
     state = raw.get("state_dict") if isinstance(raw, dict) else None

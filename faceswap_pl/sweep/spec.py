@@ -1,4 +1,13 @@
-"""Sweep specifications: a YAML file validated into a :class:`SweepSpec` (errors name the bad key)."""
+"""Sweep specifications: a YAML file validated into a :class:`SweepSpec` (errors name the bad key).
+
+Objectives are metrics of the evaluation protocol (``eval/*``, logged by
+:class:`~faceswap_pl.callbacks.evaluation.EvaluationCallback` with a recognizer that training never sees):
+a spec that would rank by the training identity encoder's own view (``val/id_cos``) or by a training loss
+is refused with the reason, since the generator is optimised against exactly those numbers. One objective
+gives a single-objective study; a list gives Optuna's multi-objective study (no pruning: Optuna cannot
+prune those). ``repeats: N`` trains every configuration with N seeds (``seed_everything`` and the data seed:
+``spec.seed``, ``spec.seed + 1``, ...) and ranks it by the mean.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,12 @@ from faceswap_pl.errors import FaceSwapError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOP_KEYS = {"name", "base_config", "overrides", "space", "objective", "pruner", "sampler", "n_trials", "budget",
-            "experiment", "seed", "max_retries"}
+            "experiment", "seed", "max_retries", "repeats", "repeat_keys"}
+#: the evaluation callback's metrics and which way is better
+EVAL_METRICS = {"id_top1": "maximize", "id_top5": "maximize", "id_cos": "maximize", "select": "maximize",
+                "expression": "minimize", "eye": "minimize", "pose_deg": "minimize", "shape": "minimize"}
+EVALUATION_CALLBACK = "faceswap_pl.callbacks.evaluation.EvaluationCallback"
+DEFAULT_REPEAT_KEYS = ("seed_everything", "data.init_args.seed")
 REQUIRED_KEYS = ("name", "base_config", "space", "objective", "n_trials")
 PARAM_TYPES = ("categorical", "int", "float")
 SAMPLERS = ("tpe", "random", "grid")
@@ -30,8 +44,7 @@ class SweepSpec:
     name: str
     base_config: list[str]
     space: dict[str, dict[str, Any]]
-    metric: str
-    direction: str
+    objectives: list[list[str]]   # [[metric, direction], ...]
     n_trials: int
     overrides: list[str] = field(default_factory=list)
     pruner: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
@@ -40,14 +53,44 @@ class SweepSpec:
     experiment: str = ""
     seed: int = 0
     max_retries: int = 2
+    repeats: int = 1
+    repeat_keys: list[str] = field(default_factory=lambda: list(DEFAULT_REPEAT_KEYS))
     source: str = ""
+
+    @property
+    def metric(self) -> str:
+        """The first (for single-objective studies the only) objective's metric."""
+        return self.objectives[0][0]
+
+    @property
+    def direction(self) -> str:
+        return self.objectives[0][1]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [metric for metric, _ in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [direction for _, direction in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def seeds(self) -> list[int]:
+        """The seeds each configuration is trained with (one per repeat)."""
+        return [self.seed + r for r in range(self.repeats)]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "SweepSpec":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if "metric" in data:  # a study created before objectives became a list
+            data["objectives"] = [[data.pop("metric"), data.pop("direction")]]
+        return cls(**data)
 
     def fixed_args(self) -> list[str]:
         """The CLI arguments every trial gets: configs, fixed overrides and the budget."""
@@ -178,18 +221,7 @@ def validate_spec(raw: Any, source: str = "<spec>", spec_dir: Path | None = None
                         "name the parameter like model.backbone or data.init_args.batch_size")
     space = {k: _param(source, k, v) for k, v in space.items()}
 
-    objective = raw["objective"]
-    if not isinstance(objective, dict):
-        raise _fail(source, "objective", "is not a mapping", "write {metric: val/id_cos, direction: maximize}")
-    extra = set(objective) - {"metric", "direction"}
-    if extra:
-        raise _fail(source, f"objective.{sorted(extra)[0]}", "is not an objective field", "use metric and direction")
-    metric = objective.get("metric")
-    if not isinstance(metric, str) or not metric:
-        raise _fail(source, "objective.metric", "is missing", "name a logged metric such as val/id_cos or eval/select")
-    direction = objective.get("direction")
-    if direction not in ("maximize", "minimize"):
-        raise _fail(source, "objective.direction", f"is {direction!r}", "use maximize or minimize")
+    objectives = _objectives(source, raw["objective"])
 
     n_trials = raw["n_trials"]
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
@@ -198,6 +230,9 @@ def validate_spec(raw: Any, source: str = "<spec>", spec_dir: Path | None = None
     pruner = raw.get("pruner") or "none"
     if isinstance(pruner, str):
         pruner = {"type": pruner}
+    if isinstance(pruner, dict) and pruner.get("type") == "median" and len(objectives) > 1:
+        raise _fail(source, "pruner", "is median but the study has several objectives, which Optuna cannot prune",
+                    "set pruner: none or rank by one objective")
     if not isinstance(pruner, dict) or pruner.get("type") not in PRUNERS:
         raise _fail(source, "pruner", f"is {raw.get('pruner')!r}",
                     "use none or {type: median, n_startup_trials: N, n_warmup_steps: N}")
@@ -238,9 +273,82 @@ def validate_spec(raw: Any, source: str = "<spec>", spec_dir: Path | None = None
     max_retries = raw.get("max_retries", 2)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise _fail(source, "max_retries", f"is {max_retries!r}", "give a non-negative integer")
-    return SweepSpec(name=name, base_config=base_config, space=space, metric=metric, direction=direction,
+    repeats = raw.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise _fail(source, "repeats", f"is {repeats!r}", "give the number of seeds per configuration (1 or more)")
+    repeat_keys = raw.get("repeat_keys", list(DEFAULT_REPEAT_KEYS))
+    if not isinstance(repeat_keys, list) or not repeat_keys or any(not isinstance(k, str) or not k for k in repeat_keys):
+        raise _fail(source, "repeat_keys", f"is {repeat_keys!r}",
+                    "list the config keys the seed goes to, e.g. [seed_everything, data.init_args.seed]")
+    _check_evaluation_callback(source, base_config, overrides)
+    return SweepSpec(name=name, base_config=base_config, space=space, objectives=objectives,
                      n_trials=n_trials, overrides=overrides, pruner=pruner, sampler=sampler, budget=budget,
-                     experiment=experiment, seed=seed, max_retries=max_retries, source=source)
+                     experiment=experiment, seed=seed, max_retries=max_retries, repeats=repeats,
+                     repeat_keys=list(repeat_keys), source=source)
+
+
+def _objectives(source: str, raw: Any) -> list[list[str]]:
+    """``objective`` (a mapping, or a list of them) -> ``[[metric, direction], ...]``, evaluation metrics only."""
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise _fail(source, "objective", "is an empty list", "give {metric: eval/id_top1, direction: maximize}")
+    objectives = []
+    for i, objective in enumerate(items):
+        key = "objective" if not isinstance(raw, list) else f"objective[{i}]"
+        if not isinstance(objective, dict):
+            raise _fail(source, key, "is not a mapping", "write {metric: eval/id_top1, direction: maximize}")
+        extra = set(objective) - {"metric", "direction"}
+        if extra:
+            raise _fail(source, f"{key}.{sorted(extra)[0]}", "is not an objective field", "use metric and direction")
+        metric = objective.get("metric")
+        if not isinstance(metric, str) or not metric:
+            raise _fail(source, f"{key}.metric", "is missing", "name an evaluation metric such as eval/id_top1")
+        _check_objective_metric(source, f"{key}.metric", metric)
+        direction = objective.get("direction")
+        if direction not in ("maximize", "minimize"):
+            raise _fail(source, f"{key}.direction", f"is {direction!r}", "use maximize or minimize")
+        better = EVAL_METRICS[metric[len("eval/"):]]
+        if direction != better:
+            raise _fail(source, f"{key}.direction", f"is {direction} but {metric} is better when "
+                        f"{'higher' if better == 'maximize' else 'lower'}", f"use {better}")
+        if metric in [m for m, _ in objectives]:
+            raise _fail(source, key, f"repeats {metric}", "list each objective once")
+        objectives.append([metric, direction])
+    return objectives
+
+
+def _check_objective_metric(source: str, key: str, metric: str) -> None:
+    """Only the evaluation protocol's metrics may rank trials (module docstring)."""
+    allowed = ", ".join(f"eval/{m}" for m in EVAL_METRICS)
+    if metric.startswith("val/id"):
+        raise _fail(source, key, f"is {metric}, measured by the training identity encoder -- the network the "
+                    f"generator is optimised against, so a sweep would learn to please it rather than to swap "
+                    f"identities", f"rank by an evaluation metric of the independent recognizer: {allowed}")
+    if not metric.startswith("eval/"):
+        raise _fail(source, key, f"is {metric}, a training or validation number rather than a metric of the "
+                    f"evaluation protocol (independent recognizer, fixed held-out pairs)", f"rank by one of {allowed}")
+    if metric[len("eval/"):] not in EVAL_METRICS:
+        raise _fail(source, key, f"is {metric}, which the evaluation callback does not log", f"use one of {allowed}")
+
+
+def _check_evaluation_callback(source: str, base_config: list[str], overrides: list[str]) -> None:
+    """The objectives are logged by the evaluation callback: the trial configs must have one."""
+    import yaml
+
+    if any(EVALUATION_CALLBACK in override for override in overrides):
+        return
+    for path in base_config:
+        try:
+            config = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # LightningCLI reports unreadable configs with their line
+        callbacks = ((config.get("trainer") or {}).get("callbacks") or []) if isinstance(config, dict) else []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if any(isinstance(c, dict) and c.get("class_path") == EVALUATION_CALLBACK for c in callbacks):
+            return
+    raise _fail(source, "base_config", f"has no {EVALUATION_CALLBACK} among its trainer callbacks, so the eval/* "
+                "objectives would never be logged", "use a config that has one (experiments/ghost.yaml) or add it "
+                "to the spec's overrides")
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -74,8 +74,8 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
             return
         try:
             client.set_tag(run_id, "trial_state", frozen.state.name)
-            if frozen.value is not None:
-                client.log_metric(run_id, "objective", frozen.value)
+            for i, value in enumerate(frozen.values or []):
+                client.log_metric(run_id, "objective" if i == 0 else f"objective_{i}", value)
             status = "FINISHED" if frozen.state in (TrialState.COMPLETE, TrialState.PRUNED) else "FAILED"
             client.set_terminated(run_id, status)
         except Exception as error:  # tracking hiccups must not stop the sweep
@@ -83,7 +83,7 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
 
     def after_trial(study_, frozen) -> None:
         close_run(frozen)
-        _log(f"trial {frozen.number}: {frozen.state.name} value={frozen.value} params={frozen.params}")
+        _log(f"trial {frozen.number}: {frozen.state.name} values={frozen.values} params={frozen.params}")
         if frozen.state == TrialState.FAIL:
             history = frozen.system_attrs.get("retry_history", [])
             if retry_trial(study_, frozen, spec.max_retries):
@@ -91,30 +91,20 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
             else:
                 _log(f"trial {frozen.number} failed; no retries left (max_retries={spec.max_retries})")
 
-    def objective(trial) -> float:
-        beat(study, trial._trial_id)
-        params = suggest(trial, spec)
+    def train(trial, run_id: str, label: str, params: dict, extra: list[str], prune: bool) -> dict[str, float]:
+        """One training subprocess into MLflow run ``run_id``; returns its last evaluation's metrics."""
         number = trial.number
         system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
-        tags = {"mlflow.parentRunId": parent, "trial_state": "RUNNING", "optuna.study": study_name,
-                "optuna.trial": str(number), "sweep.worker": str(index)}
-        if "failed_trial" in system_attrs:
-            tags["optuna.retry_of"] = str(system_attrs["failed_trial"])
-        run = client.create_run(experiment_id, run_name=f"trial-{number}", tags=tags)
-        run_id = run.info.run_id
-        trial.set_user_attr("mlflow_run_id", run_id)
-        for key, value in params.items():
-            client.log_param(run_id, key, cli_value(value))
-        stem = out / "trials" / f"trial-{number}"
+        stem = out / "trials" / label
         result = stem.with_suffix(".result.json")
         result.unlink(missing_ok=True)
         context = {"storage": storage, "study": study_name, "trial_id": trial._trial_id, "number": number,
                    "metric": spec.metric, "result": str(result), "retry_of_failed": "failed_trial" in system_attrs,
-                   "worker_pid": os.getpid()}
+                   "worker_pid": os.getpid(), "prune": prune and not spec.multi_objective}
         stem.with_suffix(".json").write_text(json.dumps(context))
-        argv = trial_argv(spec, params, accelerator, tracking_uri, run_id, number, out / "trials")
+        argv = trial_argv(spec, params, accelerator, tracking_uri, run_id, number, out / "trials") + extra
         env = {**os.environ, CONTEXT_ENV: str(stem.with_suffix(".json"))}
-        _log(f"trial {number} started: {params} (log: {stem.with_suffix('.log')})")
+        _log(f"{label} started: {params} {' '.join(extra)} (log: {stem.with_suffix('.log')})")
         with open(stem.with_suffix(".log"), "w") as log:
             proc = subprocess.Popen([sys.executable, "-m", "faceswap_pl.sweep", "trial", *argv], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)
@@ -129,18 +119,63 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        outcome = json.loads(result.read_text()) if result.is_file() else {"values": [], "pruned": False}
+        outcome = json.loads(result.read_text()) if result.is_file() else {"values": [], "pruned": False, "final": {}}
         if proc.returncode != 0:
             how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
             trial.set_user_attr("error", how)
-            raise TrialCrashed(f"trial {number} training {how}; see {stem.with_suffix('.log')}")
+            raise TrialCrashed(f"{label} training {how}; see {stem.with_suffix('.log')}")
         if outcome["pruned"]:
             raise optuna.TrialPruned(f"pruned at iteration {outcome['values'][-1][0]}")
-        if not outcome["values"]:
-            trial.set_user_attr("error", f"metric {spec.metric} never logged")
-            raise TrialCrashed(f"trial {number} never logged {spec.metric} at a validation; check objective.metric "
-                               f"and that the trainer validates (trainer.check_val_every_n_epoch)")
-        return outcome["values"][-1][1]
+        missing = [m for m in spec.metrics if m not in outcome.get("final", {})]
+        if missing:
+            trial.set_user_attr("error", f"{', '.join(missing)} never logged")
+            raise TrialCrashed(f"{label} never logged {', '.join(missing)}; the trial config needs "
+                               f"faceswap_pl.callbacks.evaluation.EvaluationCallback (see {stem.with_suffix('.log')})")
+        return outcome["final"]
+
+    def objective(trial):
+        beat(study, trial._trial_id)
+        params = suggest(trial, spec)
+        number = trial.number
+        system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
+        tags = {"mlflow.parentRunId": parent, "trial_state": "RUNNING", "optuna.study": study_name,
+                "optuna.trial": str(number), "sweep.worker": str(index), "sweep.repeats": str(spec.repeats)}
+        if "failed_trial" in system_attrs:
+            tags["optuna.retry_of"] = str(system_attrs["failed_trial"])
+        run = client.create_run(experiment_id, run_name=f"trial-{number}", tags=tags)
+        run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        for key, value in params.items():
+            client.log_param(run_id, key, cli_value(value))
+        if spec.repeats == 1:  # the trial's run is the training run
+            finals = {None: train(trial, run_id, f"trial-{number}", params, [], prune=True)}
+            seed_runs = {None: run_id}
+        else:  # one nested run per seed under the configuration's run
+            finals, seed_runs = {}, {}
+            for repeat, seed in enumerate(spec.seeds()):
+                seed_run = client.create_run(experiment_id, run_name=f"trial-{number}-seed-{seed}", tags={
+                    "mlflow.parentRunId": run_id, "optuna.study": study_name, "optuna.trial": str(number),
+                    "sweep.seed": str(seed), "sweep.repeat": str(repeat), "trial_state": "RUNNING"})
+                seed_runs[seed] = seed_run.info.run_id
+                trial.set_user_attr("seed_runs", {str(k): v for k, v in seed_runs.items()})
+                for key, value in params.items():
+                    client.log_param(seed_run.info.run_id, key, cli_value(value))
+                client.log_param(seed_run.info.run_id, "seed", seed)
+                extra = [f"--{key}={seed}" for key in spec.repeat_keys]
+                try:
+                    finals[seed] = train(trial, seed_run.info.run_id, f"trial-{number}-seed-{seed}", params, extra,
+                                         prune=repeat == 0)
+                except BaseException:
+                    _close_nested(client, seed_run.info.run_id, "FAILED")
+                    raise
+                _close_nested(client, seed_run.info.run_id, "FINISHED")
+        summary = summarize_seeds(finals)
+        trial.set_user_attr("seed_metrics", {str(seed): final for seed, final in finals.items()})
+        trial.set_user_attr("seed_runs", {str(k): v for k, v in seed_runs.items()})
+        if spec.repeats > 1:  # a single run already holds its eval/* curves
+            _log_summary(client, run_id, summary)
+        values = [summary[metric]["mean"] for metric in spec.metrics]
+        return values if spec.multi_objective else values[0]
 
     max_total = n_trials * (spec.max_retries + 2)
     while True:
@@ -166,6 +201,32 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
     _log(f"worker {index} done")
     return 0
+
+
+def summarize_seeds(finals: dict) -> dict[str, dict[str, float]]:
+    """metric -> {mean, std, ci95, n} over the seeds' final evaluations (:func:`~faceswap_pl.sweep.stats.describe`)."""
+    from faceswap_pl.sweep.stats import describe
+
+    metrics = sorted({key for final in finals.values() for key in final if key.startswith("eval/")})
+    return {metric: describe([final[metric] for final in finals.values() if metric in final]) for metric in metrics}
+
+
+def _log_summary(client, run_id: str, summary: dict[str, dict[str, float]]) -> None:
+    """The configuration's figures over its seeds on its MLflow run: ``mean/``, ``std/`` and ``ci95/`` (half-width)."""
+    import math
+
+    for metric, figures in summary.items():
+        for name in ("mean", "std", "ci95"):
+            if math.isfinite(figures[name]):
+                client.log_metric(run_id, f"{name}/{metric}", figures[name])
+
+
+def _close_nested(client, run_id: str, status: str) -> None:
+    try:
+        client.set_tag(run_id, "trial_state", "COMPLETE" if status == "FINISHED" else "FAIL")
+        client.set_terminated(run_id, status)
+    except Exception as error:  # tracking hiccups must not stop the sweep
+        _log(f"could not close MLflow run {run_id}: {error}")
 
 
 def run_trial(argv: list[str]) -> int:
