@@ -17,7 +17,7 @@ echo "### ONNX export of a GHOST-size generator: onnxruntime (CUDA provider when
 $PY - <<'PYEOF'
 import tempfile, torch
 from faceswap_pl.export import OnnxGenerator, export_generator, load_exported_generator
-from faceswap_pl.module import FaceSwapModule
+from faceswap_pl.training.module import FaceSwapModule
 torch.manual_seed(0)
 module = FaceSwapModule(backbone="unet", num_aad_blocks=2, image_size=256, width=1.0, identity_encoder="sface")
 with tempfile.TemporaryDirectory() as out:

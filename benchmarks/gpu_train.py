@@ -1,6 +1,6 @@
 """Training throughput on a GPU: images/s and model FLOPs utilisation (MFU) at GHOST's configuration.
 
-One Lightning ``fit`` of :class:`~faceswap_pl.module.FaceSwapModule` on synthetic pairs (unet, 2 AAD blocks,
+One Lightning ``fit`` of :class:`~faceswap_pl.training.module.FaceSwapModule` on synthetic pairs (unet, 2 AAD blocks,
 256 px, batch 16 — GHOST's settings — with the ArcFace iresnet100 identity loss on random weights of the
 standard layout). The FLOPs of one iteration (generator and discriminator steps, forward and backward, the
 frozen networks included) are counted once with torch's FLOP formulas (``torch.utils.flop_counter``); MFU =
@@ -50,7 +50,7 @@ def run_one(cfg: dict) -> dict:
 
     from faceswap_pl.data.synthetic import SyntheticPairDataModule
     from faceswap_pl.models.arcface import iresnet
-    from faceswap_pl.module import FaceSwapModule
+    from faceswap_pl.training.module import FaceSwapModule
 
     if cfg["precision"] == "32":
         torch.backends.cuda.matmul.allow_tf32 = True

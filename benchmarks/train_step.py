@@ -2,7 +2,7 @@
 
 Two sides run the same iterations on the same batches and the same random weights:
 
-* ``framework``: :class:`~faceswap_pl.module.FaceSwapModule` fitted by a Lightning ``Trainer`` on a
+* ``framework``: :class:`~faceswap_pl.training.module.FaceSwapModule` fitted by a Lightning ``Trainer`` on a
   :class:`~faceswap_pl.data.tensor_batches.TensorBatchDataModule` (no logger, no checkpoints), with the
   options given on the command line (default: ``experiments/ghost.yaml``'s);
 * ``plain``: :class:`~faceswap_pl.ghost_reference.GhostReferenceLoop`, GHOST's train.py iteration in
@@ -103,7 +103,7 @@ def run_framework(cfg: dict, files: dict[str, str]) -> list[float]:
     import lightning as L
 
     from faceswap_pl.data.tensor_batches import TensorBatchDataModule
-    from faceswap_pl.module import FaceSwapModule
+    from faceswap_pl.training.module import FaceSwapModule
 
     eye = {"eye_model": "awing_fan", "eye_weights": files["fan"], "w_eye": EYE_WEIGHT} if cfg["eye"] == "awing" else {}
     module = FaceSwapModule(backbone=cfg["backbone"], num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"],

@@ -32,7 +32,7 @@ def make_model(folder: Path, image_size: int, width: float, blocks: int) -> Path
     import torch
 
     from faceswap_pl.export import export_generator
-    from faceswap_pl.module import FaceSwapModule
+    from faceswap_pl.training.module import FaceSwapModule
 
     torch.manual_seed(0)
     module = FaceSwapModule(backbone="unet", num_aad_blocks=blocks, image_size=image_size, width=width,
@@ -65,7 +65,8 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     from faceswap_pl import zoo
-    from faceswap_pl.inference.media import read_image, transcode
+    from faceswap_pl.imageio import read_image
+    from faceswap_pl.inference.media import transcode
     from faceswap_pl.inference.pipeline import FaceSwapper, SwapModel
 
     if args.threads:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines.faces import (NO_FACE, UNREADABLE_IMAGE, Crop, FaceSettings, crop_face, decode_jpeg,
-                                  detect_faces, get_detector, main_face, read_image)
+from data_pipelines.faces import (NO_FACE, UNREADABLE_IMAGE, Crop, FaceSettings, crop_face, detect_faces,
+                                  get_detector, main_face, readable_image)
 from data_pipelines.sources import Unit
+from faceswap_pl.imageio import decode_image
 from data_pipelines.tracking import track_video
 
 EXTRACT_VERSION = 1
@@ -120,7 +121,7 @@ def embed(jpegs: list[bytes], encoder_name: str) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for start in range(0, len(jpegs), EMBED_BATCH):
-            batch = np.stack([decode_jpeg(j) for j in jpegs[start:start + EMBED_BATCH]])
+            batch = np.stack([decode_image(j) for j in jpegs[start:start + EMBED_BATCH]])
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             out.append(encoder.features(x, "bilinear").float().numpy())
     return np.concatenate(out).astype(np.float16)
@@ -181,7 +182,7 @@ def _extract_folder(unit: Unit, root: Path, settings: ExtractSettings, detector,
     """An identity folder: the main face of every image; groups of balanced size."""
     crops, skipped = [], []
     for rel in unit.files:
-        image = read_image(root / rel)
+        image = readable_image(root / rel)
         if image is None:
             skipped.append({"source": rel, "reason": UNREADABLE_IMAGE})
             continue
@@ -198,7 +199,7 @@ def _extract_folder(unit: Unit, root: Path, settings: ExtractSettings, detector,
 def _extract_still(unit: Unit, root: Path, settings: FaceSettings, detector, sink: _GroupSink) -> list[dict]:
     """A loose image: every face (numbered left to right) is its own identity ``<stem>#face<k>``."""
     rel = unit.files[0]
-    image = read_image(root / rel)
+    image = readable_image(root / rel)
     if image is None:
         return [{"source": rel, "reason": UNREADABLE_IMAGE}]
     faces = sorted(detect_faces(detector, image), key=lambda f: (float(f.box[0]), float(f.box[1])))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faceswap_pl.imageio import decode_image, encode_jpeg
+
 # reasons in skipped.json
 UNREADABLE_IMAGE = "unreadable image"
 UNREADABLE_VIDEO = "unreadable video"
@@ -67,20 +69,16 @@ def get_detector(name: str, min_score: float):
     return _DETECTORS[key]
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """An image file as RGB uint8 (H, W, 3), or None when it is empty or cannot be decoded."""
-    import cv2
-
+def readable_image(path: Path) -> np.ndarray | None:
+    """An image file as RGB uint8 (H, W, 3), or None when it is empty, unreadable or under 8 px (skipped inputs)."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    if not data:
-        return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = decode_image(data)
     if image is None or image.ndim != 3 or min(image.shape[:2]) < 8:
         return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def detect_faces(detector, image: np.ndarray) -> list:
@@ -123,26 +121,6 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def encode_jpeg(crop_rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB uint8 -> JPEG bytes (the only encoding a crop ever gets)."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        raise RuntimeError("JPEG encoding failed")
-    return data.tobytes()
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> RGB uint8 (H, W, 3)."""
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not a decodable JPEG")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def crop_face(image: np.ndarray, face, settings: FaceSettings, source: str,
               frame_index: int | None = None) -> tuple[Crop | None, str | None]:
     """Filter and align one detected face: ``(crop, None)`` when it passes, else ``(None, reason)``."""
@@ -156,4 +134,4 @@ def crop_face(image: np.ndarray, face, settings: FaceSettings, source: str,
     if sharpness(aligned) < settings.max_blur:
         return None, TOO_BLURRY
     landmarks = transform_points(face.keypoints, matrix).astype(np.float32)
-    return Crop(encode_jpeg(aligned), landmarks, face.score, source, frame_index), None
+    return Crop(encode_jpeg(aligned, JPEG_QUALITY), landmarks, face.score, source, frame_index), None

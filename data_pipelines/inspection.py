@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, ShardSchemaError, parse_key
-from faceswap_pl.jsonfile import read_json
+from faceswap_pl.files import read_json, sha256_of
 
 from data_pipelines.errors import DatasetInputError
 
@@ -80,7 +80,6 @@ def inspect_shards(dataset: str | Path, sheet: str | Path | None = None, sheet_g
     reason), ``bad_shards`` (names whose sha256 differs from the manifest; checked when ``verify``),
     ``sheet`` (the PNG path or None).
     """
-    from data_pipelines.shards import sha256_file
 
     dataset = Path(dataset).expanduser()
     manifest = read_manifest(dataset)
@@ -95,7 +94,7 @@ def inspect_shards(dataset: str | Path, sheet: str | Path | None = None, sheet_g
         per_identity_groups[meta.identity_name] += 1
     skipped_path = dataset / SKIPPED
     skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else []
-    bad = [s.name for s in manifest.shards if verify and sha256_file(dataset / s.name) != s.sha256]
+    bad = [s.name for s in manifest.shards if verify and sha256_of(dataset / s.name) != s.sha256]
     summary = {
         "dataset": str(dataset), "shards": len(manifest.shards), "identities": len(per_identity_frames),
         "groups": groups, "frames": frames, "size": manifest.size, "embedding": manifest.embedding,
@@ -122,13 +121,13 @@ def contact_sheet(dataset: str | Path, path: str | Path, groups: int = 24, colum
     """A PNG grid of the first frame of the first ``groups`` groups, each labelled with its identity."""
     import cv2
 
-    from data_pipelines.faces import decode_jpeg
+    from faceswap_pl.imageio import decode_image
 
     tiles = []
     for _, meta, jpegs in iter_samples(dataset, frames=True):
         if len(tiles) >= groups:
             break
-        face = cv2.resize(decode_jpeg(jpegs[0]), (tile, tile), interpolation=cv2.INTER_AREA)
+        face = cv2.resize(decode_image(jpegs[0]), (tile, tile), interpolation=cv2.INTER_AREA)
         label = np.full((32, tile, 3), 255, np.uint8)
         lines = (_shorten(meta.identity_name, tile // 6), f"id {meta.identity} g{meta.group} x{meta.frames}")
         for row, text in enumerate(lines):

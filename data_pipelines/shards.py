@@ -24,6 +24,7 @@ import numpy as np
 
 from data_pipelines.errors import OutputDirError
 from faceswap_pl.data.schema import SHARD_PATTERN, GroupMeta, ShardInfo, frame_name, sample_key
+from faceswap_pl.files import sha256_of
 
 _MTIME = 946684800  # 2000-01-01: fixed so that rewriting a shard gives the same bytes
 
@@ -152,19 +153,11 @@ def write_shard(path: Path, groups: list[PlannedGroup], load: Callable[[PlannedG
     return ShardInfo(name=path.name, sha256=sink.hash.hexdigest(), groups=len(groups), frames=frames, bytes=sink.count)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_shard(path: Path, groups: list[PlannedGroup], load: Callable[[PlannedGroup], dict], size: int,
                  embedding: str | None) -> tuple[ShardInfo, bool]:
     """Keep ``path`` when it already holds exactly the planned bytes, else (re)write it; returns (info, kept)."""
     if path.is_file():
         sha, nbytes, frames = expected_shard(groups, load, size, embedding)
-        if path.stat().st_size == nbytes and sha256_file(path) == sha:
+        if path.stat().st_size == nbytes and sha256_of(path) == sha:
             return ShardInfo(name=path.name, sha256=sha, groups=len(groups), frames=frames, bytes=nbytes), True
     return write_shard(path, groups, load, size, embedding), False

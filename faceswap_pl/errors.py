@@ -58,3 +58,7 @@ class NcnnModelError(CheckpointMismatchError):
 
 class UnsupportedTFLiteOpError(FaceSwapError):
     """The TFLite graph contains an op (or op option) this importer does not implement."""
+
+
+class MediaError(FaceSwapError):
+    """An input image or video cannot be read, or an output cannot be written."""

@@ -1,4 +1,4 @@
-"""GHOST's training iteration restated in plain PyTorch: the reference :class:`~faceswap_pl.module.FaceSwapModule`
+"""GHOST's training iteration restated in plain PyTorch: the reference :class:`~faceswap_pl.training.module.FaceSwapModule`
 is tested and benchmarked against.
 
 No Lightning, no memory options: ``torch.optim.Adam`` for G and D, one ``backward()`` per phase, the

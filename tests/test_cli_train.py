@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import yaml
 
 from faceswap_pl.cli import main
+from faceswap_pl.training.module import FaceSwapModule
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "tiny_cpu.yaml")
@@ -81,3 +83,20 @@ def test_config_file_with_an_unknown_key_names_it(tmp_path, monkeypatch, capsys)
     assert stop.value.code == 2
     assert "does not accept option 'model.colour'" in capsys.readouterr().err
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_the_image_size_is_given_once_on_the_model(tmp_path, monkeypatch, capsys):
+    from faceswap_pl.cli.lightning import FaceSwapLightningCLI
+
+    monkeypatch.chdir(tmp_path)
+    # the data module takes model.image_size through LightningCLI's link
+    cli = FaceSwapLightningCLI(FaceSwapModule, L.LightningDataModule, subclass_mode_data=True, run=False,
+                               args=["--config", TINY, "--model.image_size=128", "--trainer.logger=false"],
+                               auto_configure_optimizers=False)
+    assert cli.datamodule.hparams.image_size == 128 and cli.model.hparams.image_size == 128
+    # giving it to the data module too is refused with the fix, from the command line and from a config file
+    assert main(["fit", "--config", TINY, "--data.init_args.image_size=32"]) == 2
+    assert "data.init_args.image_size is set in the command line" in capsys.readouterr().err
+    (tmp_path / "data.yaml").write_text("data:\n  init_args:\n    image_size: 32\n")
+    assert main(["fit", "--config", TINY, "--config", str(tmp_path / "data.yaml")]) == 2
+    assert f"is set in {tmp_path / 'data.yaml'}" in capsys.readouterr().err

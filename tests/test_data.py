@@ -224,13 +224,13 @@ def test_p_same_rate_and_different_identities_always_differ(dataset):
 
 def test_only_the_two_chosen_jpegs_are_decoded(dataset, monkeypatch):
     calls = []
-    original = pairs_module.decode_jpeg
+    original = pairs_module.decode_image
 
     def counting(data, *args):
         calls.append(data)
         return original(data, *args)
 
-    monkeypatch.setattr(pairs_module, "decode_jpeg", counting)
+    monkeypatch.setattr(pairs_module, "decode_image", counting)
     pairs = list(itertools.islice(sampler(resolve_shards(str(dataset))), 200))
     assert len(calls) == 2 * len(pairs)
 
@@ -294,7 +294,7 @@ def test_view_transform_resizes_and_jitters_independently():
     plain = ViewTransform(64, enabled=False)
     assert np.array_equal(plain(image), plain(image))
     assert [reduction(256, 128), reduction(256, 256), reduction(512, 100), reduction(64, None)] == [2, 1, 4, 1]
-    half = pairs_module.decode_jpeg(face_jpeg(1, 0, 96), 2)
+    half = pairs_module.decode_image(face_jpeg(1, 0, 96), 2)
     assert half.shape == (48, 48, 3) and abs(int(half[24, 2, 0]) - int(image[48, 4, 0])) < 8  # RGB order kept
 
 

@@ -12,20 +12,11 @@ import torch
 
 from faceswap_pl.cli import main
 from faceswap_pl.errors import CheckpointMismatchError, CheckpointNotFoundError, FaceSwapError
-from faceswap_pl.evaluate import load_training_checkpoint
-from faceswap_pl.export import (
-    CARD_FILE,
-    CONFIG_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    OnnxGenerator,
-    OnnxVerificationError,
-    export_generator,
-    find_run_checkpoint,
-    load_exported_generator,
-    register_export,
-)
-from faceswap_pl.module import FaceSwapModule
+from faceswap_pl.export import OnnxVerificationError, export_generator, register_export
+from faceswap_pl.inference.export_format import CARD_FILE, CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE
+from faceswap_pl.inference.exported import OnnxGenerator, load_exported_generator
+from faceswap_pl.runs.store import find_run_checkpoint
+from faceswap_pl.training.module import FaceSwapModule
 
 def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -66,7 +57,7 @@ def trained(tmp_path_factory, randomize_batchnorm):
     (root / "evaluation" / "report.json").write_text(json.dumps({"metrics": {"id_cos": 0.25, "expression": 1.5}}))
     out = root / "export"
     info = export_generator(checkpoint, out)
-    return {"checkpoint": checkpoint, "out": out, "info": info, "module": load_training_checkpoint(checkpoint)}
+    return {"checkpoint": checkpoint, "out": out, "info": info, "module": module.eval()}
 
 
 def test_safetensors_and_onnx_reproduce_the_checkpoint(trained):
@@ -196,7 +187,7 @@ def test_tampered_or_incomplete_exports_fail_clearly(trained, tmp_path):
 
 
 def test_onnx_outside_the_tolerance_is_removed(trained, tmp_path):
-    from faceswap_pl.export import _write_onnx
+    from faceswap_pl.export.writer import _write_onnx
 
     net = load_exported_generator(trained["out"])
     with pytest.raises(OnnxVerificationError, match="more than the tolerance"):

@@ -18,7 +18,7 @@ from faceswap_pl.models.aei_net import AEINet
 from faceswap_pl.models.arcface import iresnet
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
 from faceswap_pl.models.weight_files import describe_state_dict
-from faceswap_pl.module import FaceSwapModule
+from faceswap_pl.training.module import FaceSwapModule
 
 TINY = dict(backbone="unet", num_aad_blocks=2, image_size=64, width=0.125, d_ndf=16, d_layers=3, d_scales=2)
 
@@ -160,7 +160,7 @@ def test_ghost_generator_runs_with_ghosts_inference_conventions(files):
 
 
 def test_swap_and_evaluate_accept_a_ghost_generator(files, media, demo_shards, tmp_path, capsys):
-    from faceswap_pl.inference.media import read_image
+    from faceswap_pl.imageio import read_image
 
     out = tmp_path / "swapped.png"
     source, target = media("Tom_Hanks_54745.png"), media("single_face.jpg")
@@ -206,7 +206,7 @@ def test_recorded_batches_replay_in_order(demo_shards, tmp_path):
     assert (small - batches[0]["source"]).abs().mean() < 0.3
     replay = [batch for batch in TensorBatchDataModule(str(path), image_size=64).train_dataloader()]
     assert all(torch.equal(a["target"], b["target"]) for a, b in zip(replay, batches))
-    with pytest.raises(TensorBatchError, match="64 px but data.init_args.image_size is 256"):
+    with pytest.raises(TensorBatchError, match="64 px but the model is 256 px"):
         TensorBatchDataModule(str(path), image_size=256).train_dataloader()
 
 

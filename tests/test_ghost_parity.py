@@ -27,7 +27,7 @@ from faceswap_pl.models.aei_net import AEINet
 from faceswap_pl.models.arcface import iresnet
 from faceswap_pl.models.awing import FAN
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
-from faceswap_pl.module import FaceSwapModule
+from faceswap_pl.training.module import FaceSwapModule
 
 TERMS = ("adv", "id", "att", "rec", "eye", "loss_g", "loss_d")
 TINY = dict(backbone="unet", num_aad_blocks=2, image_size=64, width=0.125, d_ndf=16, d_layers=3, d_scales=2)
@@ -212,12 +212,13 @@ def test_each_ghost_convention_is_needed_for_parity(tmp_path, tiny_files, tiny_r
 
 def test_fit_with_ghost_yaml_trains_step_for_step(tmp_path, monkeypatch, tiny_files, tiny_reference):
     """The README's command: ghost.yaml + the batch file + GHOST G / D / ArcFace files, fp32 (at the tiny size)."""
-    from faceswap_pl.cli import EXPERIMENTS, main
+    from faceswap_pl.cli import main
+    from faceswap_pl.cli.demo import EXPERIMENTS
 
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "--config", str(EXPERIMENTS / "ghost.yaml"),
                  "--config", str(EXPERIMENTS / "data" / "ghost_batches.yaml"),
-                 f"--data.init_args.path={tiny_files['batches']}", "--data.init_args.image_size=64",
+                 f"--data.init_args.path={tiny_files['batches']}",
                  "--model.image_size=64", "--model.width=0.125", "--model.d_ndf=16", "--model.d_layers=3",
                  "--model.d_scales=2", "--model.identity_encoder=arcface_iresnet50",
                  f"--model.identity_weights={tiny_files['arcface']}", f"--model.init_generator={tiny_files['G']}",

@@ -10,7 +10,7 @@ import torch
 
 from faceswap_pl.data.synthetic import SyntheticPairDataModule
 from faceswap_pl.errors import ModelOptionError
-from faceswap_pl.module import FaceSwapModule, TrainingDivergedError
+from faceswap_pl.training.module import FaceSwapModule, TrainingDivergedError
 
 TINY = dict(backbone="unet", num_aad_blocks=1, image_size=64, width=0.125, d_ndf=8, d_layers=3, d_scales=2)
 
@@ -156,7 +156,7 @@ def test_bad_options_are_named(bad, message):
 
 
 def test_lean_adam_matches_torch_adam_and_keeps_no_first_moment():
-    from faceswap_pl.module import LeanAdam
+    from faceswap_pl.training.module import LeanAdam
 
     torch.manual_seed(0)
     weights = [torch.randn(5, 3), torch.randn(7)]

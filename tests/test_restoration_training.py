@@ -13,7 +13,7 @@ from faceswap_pl.cli import main
 from faceswap_pl.data.degrade import degrade, psnr
 from faceswap_pl.errors import CheckpointMismatchError, CheckpointNotFoundError, FaceSwapError, ModelFileError
 from faceswap_pl.models.restoration import FaceRestorer, load_restorer, save_restorer
-from faceswap_pl.restoration_module import RestorationModule, edge_l1
+from faceswap_pl.training.restoration import RestorationModule, edge_l1
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "restoration_tiny.yaml")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from faceswap_pl.cli import main
-from faceswap_pl.resume import atomic_torch_save
+from faceswap_pl.files import atomic_torch_save
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_iterations=8",

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from data_pipelines import DatasetInputError, OutputDirError, build_shards
-from data_pipelines.faces import decode_jpeg
 from data_pipelines.inspection import iter_samples
-from data_pipelines.shards import sha256_file
 from data_pipelines.tracking import FaceTracker
 from faceswap_pl.alignment import arcface_template
+from faceswap_pl.files import sha256_of
+from faceswap_pl.imageio import decode_image
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
 from faceswap_pl.inference.detect import Face
 from faceswap_pl.models.identity import create_identity_encoder
@@ -109,7 +109,7 @@ def test_shards_follow_the_schema(people):
             assert (meta.identity, meta.group, meta.size) == (identity, group, SIZE)
             assert sorted(members) == sorted([f"f{i:02d}.jpg" for i in range(meta.frames)] + ["meta.json"])
             for i in range(meta.frames):
-                assert decode_jpeg(members[f"f{i:02d}.jpg"]).shape == (SIZE, SIZE, 3)
+                assert decode_image(members[f"f{i:02d}.jpg"]).shape == (SIZE, SIZE, 3)
             landmarks = np.asarray(meta.landmarks)
             assert landmarks.shape == (meta.frames, 5, 2) and len(meta.scores) == meta.frames
             offsets = np.linalg.norm(landmarks - template, axis=-1)  # turned heads fit the template less well
@@ -129,7 +129,7 @@ def test_manifest_counts_checksums_and_identity_ids(people):
     assert (manifest.groups, manifest.frames) == (6, 9)
     assert [s.name for s in manifest.shards] == [f"shard-{i:06d}.tar" for i in range(3)]
     for info in manifest.shards:
-        assert sha256_file(out / info.name) == info.sha256 and (out / info.name).stat().st_size == info.bytes
+        assert sha256_of(out / info.name) == info.sha256 and (out / info.name).stat().st_size == info.bytes
     assert sum(s.groups for s in manifest.shards) == 6 and sum(s.frames for s in manifest.shards) == 9
     groups = {(m.identity_name, m.group): m.frames for _, m, _ in iter_samples(out)}
     assert {k: v for k, v in groups.items() if k[0] == "alice"} == {("alice", 0): 2, ("alice", 1): 2, ("alice", 2): 1}
@@ -160,7 +160,7 @@ def test_resume_keeps_intact_shards_and_redoes_broken_ones(identity_tree, people
     after = paths[0].stat()
     assert (after.st_ino, after.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
     for path, info in zip(paths, second.shards):
-        assert sha256_file(path) == info.sha256
+        assert sha256_of(path) == info.sha256
     assert not (out / "shard-000007.tar").exists()
     assert [p.stat().st_mtime_ns for p in sorted((out / ".work").iterdir())] == work_mtimes  # units not redone
 

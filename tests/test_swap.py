@@ -26,7 +26,7 @@ def tiny_model(tmp_path_factory):
     import lightning as L
 
     from faceswap_pl.export import export_generator
-    from faceswap_pl.module import FaceSwapModule
+    from faceswap_pl.training.module import FaceSwapModule
 
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(media):
-    from faceswap_pl.inference.media import read_image
+    from faceswap_pl.imageio import read_image
 
     return {name: read_image(media(name)) for name in ("Tom_Hanks_54745.png", "single_face.jpg", "multi_face.jpg")}
 
@@ -213,7 +213,7 @@ def test_smoothing_lowers_the_temporal_jitter(images):
 
 
 def test_realesrgan_restores_large_faces(tiny_model, images, detector):
-    from faceswap_pl.inference.swap import load_restorer
+    from faceswap_pl.inference.swap_files import load_restorer
 
     model = SwapModel.load(tiny_model["export"])
     plain = FaceSwapper(model, images["Tom_Hanks_54745.png"], detector=detector, mask="hull")
@@ -231,7 +231,7 @@ def test_realesrgan_restores_large_faces(tiny_model, images, detector):
 
 
 def test_trained_restorer_runs_on_every_crop(tiny_model, media, tmp_path):
-    from faceswap_pl.inference.media import read_image
+    from faceswap_pl.imageio import read_image
     from faceswap_pl.models.restoration import FaceRestorer, save_restorer
 
     torch.manual_seed(0)

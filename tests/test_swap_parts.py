@@ -184,7 +184,9 @@ def test_video_transcode_keeps_frames_rate_audio_and_tags(tmp_path, media):
 
 
 def test_bad_videos_and_images_fail_with_one_sentence(tmp_path, media):
-    from faceswap_pl.inference.media import MediaError, probe_video, read_image, transcode, write_image
+    from faceswap_pl.errors import MediaError
+    from faceswap_pl.imageio import read_image
+    from faceswap_pl.inference.media import probe_video, transcode, write_image
 
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "text.mp4").write_text("not a video at all\n" * 10)

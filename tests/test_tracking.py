@@ -1,4 +1,4 @@
-"""`faceswap_pl.tracking` and `faceswap-pl runs`: tracking URIs, run comparison, metric curves, errors."""
+"""`faceswap_pl.runs` and `faceswap-pl runs`: tracking URIs, run comparison, metric curves, errors."""
 
 from __future__ import annotations
 
@@ -13,17 +13,11 @@ import pytest
 
 from faceswap_pl.cli import main
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.tracking import (
-    DEFAULT_TRACKING_URI,
-    PARAM_VALUE_LIMIT,
-    compare_runs,
-    default_ascending,
-    flatten_params,
-    list_experiments,
-    mlflow_ui_command,
-    plot_metric_curves,
-    resolve_tracking_uri,
-)
+from faceswap_pl.runs import DEFAULT_TRACKING_URI
+from faceswap_pl.runs.compare import compare_runs, default_ascending, group_runs
+from faceswap_pl.runs.plots import plot_metric_curves
+from faceswap_pl.runs.store import (PARAM_VALUE_LIMIT, flatten_params, list_experiments, mlflow_ui_command,
+                                    resolve_tracking_uri)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "tiny_cpu.yaml")
@@ -483,8 +477,6 @@ def test_compare_two_trainings_on_a_server(mlflow_server, tmp_path, capsys):
 
 def test_runs_grouped_by_a_param_give_means_intervals_and_welch(tmp_path, capsys):
     from mlflow import MlflowClient
-
-    from faceswap_pl.tracking import group_runs
 
     uri = f"sqlite:///{tmp_path / 'g.db'}"
     client = MlflowClient(tracking_uri=uri)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
+from mlflow.entities import Param
+
+from faceswap_pl.runs.store import flatten_params
+from faceswap_pl.training.checkpointing import FINGERPRINT_TAG, config_fingerprint
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -28,8 +32,6 @@ class LogConfigCallback(SaveConfigCallback):
             if mlflow:
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
                 log_config_params(logger.experiment, logger.run_id, self.config.as_dict())
-                from faceswap_pl.resume import FINGERPRINT_TAG, config_fingerprint
-
                 logger.experiment.set_tag(logger.run_id, FINGERPRINT_TAG, config_fingerprint(self.config.as_dict()))
             else:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -40,10 +42,6 @@ class LogConfigCallback(SaveConfigCallback):
 
 def log_config_params(client, run_id: str, config: dict) -> None:
     """Log a resolved config as flattened MLflow params, leaving keys the run already has (params never change)."""
-    from mlflow.entities import Param
-
-    from faceswap_pl.tracking import flatten_params
-
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in flatten_params(config).items() if k not in existing]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call

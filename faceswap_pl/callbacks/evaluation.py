@@ -6,7 +6,7 @@ when there is one) and measures them with :class:`faceswap_pl.metrics.FaceEvalua
 
 - at the start of training (iteration 0, the "before" figures), every ``every_n_iterations``
   generator iterations, at the end of training (``at_end``: the figures of the final weights, which
-  sweeps rank by) and at the end of each validation / test run;
+  sweeps rank by) and at the end of each validation run;
 - identity retrieval searches a gallery of every identity of the evaluation split (sources and targets,
   FaceShifter's protocol; see :mod:`faceswap_pl.data.evalpairs`), and its size and chance levels are
   logged next to it (``eval/gallery_identities``, ``eval/id_top1_chance``, ``eval/id_top5_chance``);
@@ -38,7 +38,7 @@ class EvaluationCallback(L.Callback):
     """Evaluate swaps of the fixed evaluation pairs (see the module docstring).
 
     Args:
-        every_n_iterations: also evaluate every N generator iterations (None: only at validation/test).
+        every_n_iterations: also evaluate every N generator iterations (None: only at validation and the ends).
         at_start: evaluate once before the first training step (iteration 0).
         at_end: evaluate once when training ends, unless the last evaluation was at the final iteration.
         batch_size: pairs swapped per forward pass.
@@ -176,9 +176,6 @@ class EvaluationCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.evaluate(trainer, pl_module)
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(trainer, pl_module)
 
 
 def _select(pairs, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:

@@ -126,8 +126,6 @@ class FaceSwapDataModule(L.LightningDataModule):
             return []
         return self._loader(self.hparams.val, self.hparams.val_pairs, train=False)
 
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader
 
     def precomputed_embeddings(self) -> dict[str, str] | None:
         """``{"encoder": name, "vector": "raw" | "unit"}`` of the training shards' ``emb.npy`` (None when unused).

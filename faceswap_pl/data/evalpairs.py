@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from faceswap_pl.data.augment import ViewTransform, to_model_range
-from faceswap_pl.data.pairs import SingleIdentityError, decode_jpeg, reduction
+from faceswap_pl.data.pairs import SingleIdentityError, reduction
+from faceswap_pl.imageio import decode_image
 from faceswap_pl.data.reader import read_groups
 from faceswap_pl.data.schema import ShardSchemaError
 from faceswap_pl.errors import FaceSwapError
@@ -140,7 +141,7 @@ def load_pairs(urls: Sequence[str], refs: Sequence[PairRef], image_size: int, em
             if key != group.key:
                 continue
             data = group.frames[frame] if frame < len(group.frames) else None
-            image = decode_jpeg(data, reduction(group.size, image_size)) if data is not None else None
+            image = decode_image(data, reduction(group.size, image_size)) if data is not None else None
             if image is None:
                 raise FaceSwapError(f"Evaluation frame {frame} of {key} in shard {group.url} is missing or corrupt; "
                                     f"delete the evaluation pairs file to choose pairs again, or rebuild the shards.")

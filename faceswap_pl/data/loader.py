@@ -13,7 +13,7 @@ hold -- under DDP no rank waits in a collective for a rank that ran out of data.
 process without workers, or in the persistent workers (the loader always keeps its workers).
 
 Workers send ``uint8`` images (a quarter of the bytes of float); the loader turns them into the batch
-format of :mod:`faceswap_pl.module` in the main process:
+format of :mod:`faceswap_pl.training.module` in the main process:
 
 =====================  ==========================================================================
 ``source``, ``target``  (B, 3, S, S) float32 RGB in [-1, 1]

@@ -16,7 +16,7 @@ the buffer holds a single identity the sampler keeps reading groups (evicting at
 identity arrives, and raises :class:`SingleIdentityError` if the stream ends, or ``patience`` groups
 pass, without one (a dataset of one person cannot give different-identity pairs: set ``p_same=1``).
 
-Only the two chosen JPEGs are decoded (:func:`decode_jpeg`, ``cv2.imdecode``; at a half, quarter or
+Only the two chosen JPEGs are decoded (:func:`~faceswap_pl.imageio.decode_image`; at a half, quarter or
 eighth of the size when the shards' crops are that much larger than ``image_size``). A frame that does not
 decode is marked unusable in its group, counted in :attr:`PairSampler.skipped`, and the pair is drawn
 again; the DataLoader batches carry this count (``skipped``) so training can log it.
@@ -27,31 +27,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from faceswap_pl.data.reader import Group
+from faceswap_pl.imageio import decode_image
 from faceswap_pl.errors import FaceSwapError
 
 
 class SingleIdentityError(FaceSwapError):
     """Different-identity pairs were asked for but the stream holds one identity only."""
-
-
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def decode_jpeg(data: bytes, reduce: int = 1) -> np.ndarray | None:
-    """JPEG bytes -> (H, W, 3) uint8 RGB, or None when the bytes do not decode.
-
-    ``reduce`` 2, 4 or 8 decodes at that fraction of the size (libjpeg's DCT scaling: much faster than
-    decoding in full and resizing, and an area-like filter).
-    """
-    buffer = np.frombuffer(data, np.uint8)
-    if reduce == 1:
-        return cv2.imdecode(buffer, cv2.IMREAD_COLOR_RGB)
-    image = cv2.imdecode(buffer, _REDUCED[reduce])
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def reduction(size: int, image_size: int | None) -> int:
@@ -164,7 +148,7 @@ class PairSampler:
 
     def _decode(self, group: Group, index: int) -> np.ndarray | None:
         data = group.frames[index]
-        image = decode_jpeg(data, reduction(group.size, self.image_size)) if data is not None else None
+        image = decode_image(data, reduction(group.size, self.image_size)) if data is not None else None
         if image is None and data is not None:
             group.frames[index] = None
             self.skipped += 1

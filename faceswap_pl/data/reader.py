@@ -40,7 +40,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from faceswap_pl.data.schema import MANIFEST, GroupMeta, Manifest, ShardSchemaError, parse_key
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.jsonfile import read_json
+from faceswap_pl.files import read_json
 
 #: identity ids of the k-th ``::``-joined source start at k * IDENTITY_NAMESPACE (shard keys hold 6-digit ids)
 IDENTITY_NAMESPACE = 1_000_000

@@ -91,5 +91,3 @@ class SyntheticPairDataModule(L.LightningDataModule):
         data = SyntheticPairs(hp.image_size, hp.val_pairs, hp.identities, 0.5, hp.seed + 1)
         return DataLoader(data, batch_size=hp.batch_size, num_workers=hp.num_workers)
 
-    predict_dataloader = val_dataloader
-    test_dataloader = val_dataloader

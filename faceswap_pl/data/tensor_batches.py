@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.files import atomic_torch_save
 
 #: GHOST's batch fields in order, and the module's names for them
 GHOST_FIELDS = ("Xs_orig", "Xs", "Xt", "same_person")
@@ -122,8 +123,6 @@ def record_batches(batches: Iterable[Mapping[str, torch.Tensor]], path: str | Pa
     Each batch needs ``identity_source``, ``source``, ``target`` and ``same_identity``. Written through a
     temporary file and a rename, so an interrupted recording leaves no half file.
     """
-    from faceswap_pl.resume import atomic_torch_save
-
     if count < 1:
         raise TensorBatchError(f"Record at least one batch (got {count}).")
     recorded = []
@@ -174,8 +173,8 @@ class TensorBatchDataModule(L.LightningDataModule):
         data = TensorBatches(path)
         size = data.batches[0]["source"].shape[-1]
         if self.hparams.image_size is not None and size != self.hparams.image_size:
-            raise TensorBatchError(f"The batches in {path} are {size} px but data.init_args.image_size is "
-                                   f"{self.hparams.image_size}; record them at the model's size.")
+            raise TensorBatchError(f"The batches in {path} are {size} px but the model is {self.hparams.image_size} px "
+                                   f"(model.image_size); record them at the model's size.")
         return data
 
     def train_dataloader(self) -> DataLoader:

@@ -26,7 +26,15 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+import onnxruntime as ort
+
 from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, ModelFileError
+from faceswap_pl.inference.exported import OnnxGenerator, load_exported_generator
+from faceswap_pl.inference.options import BACKENDS
+from faceswap_pl.models.aei_net import AEINet
+from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
+from faceswap_pl.models.identity import create_identity_encoder
+from faceswap_pl.models.weight_files import describe_state_dict
 
 #: hyper-parameters of checkpoints written before the GHOST conventions became options: how they trained
 LEGACY_CONVENTIONS = {"normalize_identity": True, "identity_resize": "antialias", "eye_reduction": "mean",
@@ -109,8 +117,6 @@ class SwapModel:
         Raises FaceSwapError subclasses with the fix: missing path, ONNX asked of a checkpoint, an identity encoder
         whose weights the user brings but did not pass.
         """
-        from faceswap_pl.inference.options import BACKENDS
-
         if backend not in BACKENDS:
             raise FaceSwapError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
         path = Path(path).expanduser()
@@ -129,8 +135,6 @@ class SwapModel:
 
 
 def _identity(name: str, weights_name: str | None, identity_weights: str | None, model: Path, device):
-    from faceswap_pl.models.identity import create_identity_encoder
-
     kwargs = {}
     if weights_name:
         if not identity_weights:
@@ -165,8 +169,6 @@ def read_checkpoint_options(path: str | Path) -> tuple[dict[str, Any], dict[str,
         CheckpointNotFoundError, CheckpointReadError, UnsafeCheckpointError: the file; FaceSwapError: not a
         training checkpoint.
     """
-    from faceswap_pl.models.checkpoint import read_torch_file
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointNotFoundError(f"Checkpoint {path} does not exist; training writes them under "
@@ -185,9 +187,6 @@ def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
     Raises:
         as :func:`read_checkpoint_options`; CheckpointMismatchError: weights that do not fit their own options.
     """
-    from faceswap_pl.models.aei_net import AEINet
-    from faceswap_pl.models.checkpoint import load_state_dict_strict
-
     hparams, state = read_checkpoint_options(path)
     ema = any(k.startswith("generator_ema.") for k in state)
     prefix = "generator_ema." if ema else "generator."
@@ -218,14 +217,10 @@ def _from_training_checkpoint(path: Path, device, identity_weights: str | None) 
 
 
 def _from_export(path: Path, backend: str, device, identity_weights: str | None) -> SwapModel:
-    from faceswap_pl.export import OnnxGenerator, load_exported_generator
-
     if backend == "torch":
         net = load_exported_generator(path, device=device)
         config, run = net.export_config, (lambda t, e: net(t, e)[0])
     else:
-        import onnxruntime as ort
-
         cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
         net = OnnxGenerator(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None)
         if net.config is None:
@@ -245,10 +240,6 @@ def _from_export(path: Path, backend: str, device, identity_weights: str | None)
 
 
 def _from_ghost_generator(path: Path, device, identity_weights: str | None) -> SwapModel:
-    from faceswap_pl.models.aei_net import AEINet
-    from faceswap_pl.models.checkpoint import load_checkpoint_file
-    from faceswap_pl.models.weight_files import describe_state_dict
-
     state = load_checkpoint_file(path)
     what = describe_state_dict(state)
     if "generator" not in what or "faceswap-pl" in what:
@@ -262,8 +253,6 @@ def _from_ghost_generator(path: Path, device, identity_weights: str | None) -> S
     if not identity_weights:
         raise ModelFileError(f"The GHOST generator {path} needs GHOST's ArcFace identity network: pass its "
                              f"backbone.pth (arcface_torch iresnet100) with --identity-weights PATH.")
-    from faceswap_pl.models.identity import create_identity_encoder
-
     identity = create_identity_encoder("arcface_iresnet100", weights=identity_weights).to(device)
     return SwapModel(lambda t, e: net(t, e)[0], identity, int(net.image_size),
                      f"GHOST generator {path} ({what}; GHOST's inference conventions)", device, GHOST_INFERENCE,

@@ -13,8 +13,6 @@ an interrupted run never leaves a file that looks finished.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,16 +20,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.errors import MediaError
+from faceswap_pl.files import atomic_path
 
 #: written into every output's metadata
 SYNTHETIC_TAG = "synthetic: face-swapped by faceswap-pl (AI-generated content)"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
-
-
-class MediaError(FaceSwapError):
-    """An input image or video cannot be read, or an output cannot be written."""
 
 
 def is_video(path: str | Path) -> bool:
@@ -40,37 +35,6 @@ def is_video(path: str | Path) -> bool:
 
 def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def read_image(path: str | Path, what: str = "image") -> np.ndarray:
-    """RGB uint8 (H, W, 3) of an image file; MediaError naming the file when it is missing or unreadable."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"The {what} {path} does not exist; check the path.")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None
-    if image is None:
-        raise MediaError(f"The {what} {path} is not a readable image ({data.size} bytes; corrupt or another "
-                         f"format); pass a JPEG or PNG file.")
-    return image
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; rename it to ``path`` only when the block completes."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise MediaError(f"The output folder {path.parent} does not exist; create it or choose another --out.")
-    if not os.access(path.parent, os.W_OK):
-        raise MediaError(f"The output folder {path.parent} is not writable; choose another --out.")
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def write_image(path: str | Path, rgb: np.ndarray, tag: str = SYNTHETIC_TAG) -> Path:
@@ -82,7 +46,7 @@ def write_image(path: str | Path, rgb: np.ndarray, tag: str = SYNTHETIC_TAG) -> 
     if suffix not in (".png", ".jpg", ".jpeg"):
         raise MediaError(f"Output image {path} must end in .png, .jpg or .jpeg.")
     image = Image.fromarray(np.ascontiguousarray(rgb))
-    with atomic_path(path) as partial:
+    with atomic_path(path, MediaError) as partial:
         if suffix == ".png":
             info = PngImagePlugin.PngInfo()
             info.add_text("Synthetic", tag)
@@ -172,7 +136,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
     container = _open_input(src)
     counts = {"in": 0, "out": 0}
     try:
-        with atomic_path(dst) as partial:
+        with atomic_path(dst, MediaError) as partial:
             out = av.open(str(partial), mode="w")
             try:
                 in_video = container.streams.video[0]

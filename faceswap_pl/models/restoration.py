@@ -14,7 +14,7 @@ What lives here:
   [-1, 1] like the rest of the framework.
 * :class:`FaceRestorer` — GHOST's trainable "super-resolution block": a small same-size residual U-Net
   that restores swapped face crops (RGB [-1, 1] in and out), trained by
-  :class:`faceswap_pl.restoration_module.RestorationModule` (``faceswap-pl restoration fit``);
+  :class:`faceswap_pl.training.restoration.RestorationModule` (``faceswap-pl restoration fit``);
   :func:`load_restorer` reads it from that training checkpoint or from safetensors + JSON config
   (:func:`save_restorer`).
 
@@ -47,7 +47,7 @@ from faceswap_pl.errors import (  # noqa: F401 (CheckpointMismatchError, NcnnMod
 )
 from faceswap_pl.models.checkpoint import read_torch_file, load_checkpoint_file, load_state_dict_strict, strip_prefix
 from faceswap_pl.models.frozen import FrozenModule, check_image_batch, to_unit_range
-from faceswap_pl.jsonfile import read_json
+from faceswap_pl.files import read_json
 
 __all__ = [
     "ResidualDenseBlock", "RRDB", "RRDBNet", "NcnnModelError", "NcnnLayer", "parse_ncnn_param",

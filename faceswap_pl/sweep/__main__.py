@@ -1,10 +1,12 @@
-"""`python -m faceswap_pl.sweep worker ...` (one per GPU) and `... trial ARGV...` (one per trial)."""
+"""`python -m faceswap_pl.sweep worker ...`: one sweep worker process (the launcher starts one per GPU or CPU slot)."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+
+from faceswap_pl.sweep.worker import run_worker
 
 
 def _interrupt(signum, frame):
@@ -13,10 +15,6 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["trial"]:
-        from faceswap_pl.sweep.worker import run_trial
-
-        return run_trial(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m faceswap_pl.sweep")
     parser.add_argument("role", choices=("worker",))
     parser.add_argument("--study", required=True)
@@ -26,8 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from faceswap_pl.sweep.worker import run_worker
-
     return run_worker(args.study, args.storage, args.index, args.seed, args.accelerator)
 
 

@@ -30,7 +30,7 @@ def prepare(spec_path, storage=None, resume=False, join=False, tracking_uri=None
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from faceswap_pl.tracking import resolve_tracking_uri
+    from faceswap_pl.runs.store import resolve_tracking_uri
 
     spec = load_spec(spec_path)
     out = Path(out or DEFAULT_OUT / spec.name).resolve()

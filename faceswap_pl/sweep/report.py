@@ -6,7 +6,7 @@ from the trials' final evaluations (``seed_metrics``, one per seed; :mod:`facesw
 * the protocol: objectives, seeds per configuration, the retrieval gallery (identities, images) and the
   chance levels of top-1 / top-5;
 * configurations: per configuration the mean and 95% interval over its seeds of every objective and
-  evaluation metric (:mod:`faceswap_pl.sweep.stats`), and for each objective whether it differs from the
+  evaluation metric (:mod:`faceswap_pl.stats`), and for each objective whether it differs from the
   best configuration by Welch's t-test (``p < 0.05``: significant; otherwise the difference is within seed
   noise);
 * factors: for each swept parameter the marginal mean of each objective per level (all runs of that level,
@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 from faceswap_pl.sweep.spec import EVAL_METRICS, SweepSpec, cli_value
-from faceswap_pl.sweep.stats import ALPHA, describe, interval, welch_p
+from faceswap_pl.stats import ALPHA, describe, interval, welch_p
 
 HEATMAP_PARAMS = ("model.backbone", "model.num_aad_blocks")
 STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}

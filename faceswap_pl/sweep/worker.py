@@ -106,7 +106,7 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
         env = {**os.environ, CONTEXT_ENV: str(stem.with_suffix(".json"))}
         _log(f"{label} started: {params} {' '.join(extra)} (log: {stem.with_suffix('.log')})")
         with open(stem.with_suffix(".log"), "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "faceswap_pl.sweep", "trial", *argv], stdout=log,
+            proc = subprocess.Popen([sys.executable, "-m", "faceswap_pl.cli", *argv], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)
             try:
                 last_beat = 0.0
@@ -204,8 +204,8 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
 
 
 def summarize_seeds(finals: dict) -> dict[str, dict[str, float]]:
-    """metric -> {mean, std, ci95, n} over the seeds' final evaluations (:func:`~faceswap_pl.sweep.stats.describe`)."""
-    from faceswap_pl.sweep.stats import describe
+    """metric -> {mean, std, ci95, n} over the seeds' final evaluations (:func:`~faceswap_pl.stats.describe`)."""
+    from faceswap_pl.stats import describe
 
     metrics = sorted({key for final in finals.values() for key in final if key.startswith("eval/")})
     return {metric: describe([final[metric] for final in finals.values() if metric in final]) for metric in metrics}
@@ -227,10 +227,3 @@ def _close_nested(client, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status)
     except Exception as error:  # tracking hiccups must not stop the sweep
         _log(f"could not close MLflow run {run_id}: {error}")
-
-
-def run_trial(argv: list[str]) -> int:
-    """The trial subprocess: LightningCLI training with the reporting callback."""
-    from faceswap_pl.cli import run_lightning
-
-    return run_lightning(argv)

@@ -12,7 +12,6 @@ Nothing here runs at import, train or swap time except :func:`require`, which on
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -25,6 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from faceswap_pl.files import sha256_of
 from faceswap_pl.errors import ChecksumError, FetchError, ModelNotFetchedError
 from faceswap_pl.zoo.registry import ZooEntry, get_entry, list_entries
 
@@ -60,14 +60,6 @@ def require(name: str) -> Path:
 def media_path(filename: str) -> Path:
     """Path of a fetched demo/test media file, e.g. ``media_path("t1.jpg")``."""
     return require(f"media/{filename}") / filename
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _wheel_glob(package: str) -> str:

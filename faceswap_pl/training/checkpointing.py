@@ -17,54 +17,35 @@ are seen, not how often each image is).
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from faceswap_pl.errors import FaceSwapError
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, UnsafeCheckpointError
+from faceswap_pl.files import atomic_torch_save
+from faceswap_pl.models.checkpoint import read_torch_file
+from faceswap_pl.runs.store import flatten_params, resolve_tracking_uri, tracking_client
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and a rename."""
-    import torch
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with :func:`~faceswap_pl.files.atomic_torch_save` for local paths."""
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")  # one fixed name: a killed write's leftover is replaced
-    try:
-        with open(partial, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _checkpoint_io_class():
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Lightning's checkpoint IO with :func:`atomic_torch_save` for local paths."""
-
-        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-            if storage_options is not None or "://" in str(path):
-                return super().save_checkpoint(checkpoint, path, storage_options)
-            atomic_torch_save(checkpoint, path)
-
-    return AtomicCheckpointIO
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
 
 
 def use_atomic_checkpoints(trainer) -> None:
     """Give the trainer's strategy the atomic writer unless it has a custom checkpoint IO."""
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    io_class = _checkpoint_io_class()
-    current = trainer.strategy.checkpoint_io
-    if type(current) is TorchCheckpointIO:
-        trainer.strategy.checkpoint_io = io_class()
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def _logger_of(trainer_config) -> tuple[Any, dict]:
@@ -84,11 +65,6 @@ _NOT_FINGERPRINTED = ("ckpt_path", "config", "weights_only", "trainer.logger.ini
 
 def config_fingerprint(config: dict) -> str:
     """Hash of a resolved fit config without what differs between a run and its resumption."""
-    import hashlib
-    import json
-
-    from faceswap_pl.tracking import flatten_params
-
     flat = {k: v for k, v in flatten_params(config).items() if not k.startswith(_NOT_FINGERPRINTED)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -117,11 +93,9 @@ def resolve_last(config) -> str | None:
             return _fresh(config, f"no last.ckpt under {root} yet")
         config.ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime))
         return f"resuming {config.ckpt_path}"
-    from faceswap_pl.tracking import _tracking_client
-
     name = init_args.get("experiment_name") or "lightning_logs"
     try:
-        with _tracking_client(init_args.get("tracking_uri")) as (client, _):
+        with tracking_client(init_args.get("tracking_uri")) as (client, _):
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 return _fresh(config, f"MLflow experiment {name!r} has no runs yet")
@@ -157,8 +131,6 @@ def absolute_tracking_uri(config) -> None:
     """Make the MLflow logger's tracking URI absolute against the current folder (``sqlite:///mlruns.db`` ->
     ``sqlite:////abs/mlruns.db``): the run's parameters then say where it lives, and MLflow, which caches one
     store per URI string in a process, never writes to the database of an earlier working folder."""
-    from faceswap_pl.tracking import resolve_tracking_uri
-
     logger, init_args = _logger_of(config.trainer)
     if logger is not None and init_args.get("tracking_uri"):
         init_args["tracking_uri"] = resolve_tracking_uri(init_args["tracking_uri"])
@@ -168,11 +140,6 @@ def check_checkpoint_path(config) -> None:
     """``--ckpt_path FILE`` must exist and hold only what ``torch.load(weights_only=True)`` allows: its pickle is
     scanned (no tensor is read) before Lightning loads it, and a file that asks for anything else — code to run,
     foreign classes — is refused with the names it asks for."""
-    import torch
-
-    from faceswap_pl.errors import UnsafeCheckpointError
-    from faceswap_pl.models.checkpoint import CheckpointNotFoundError, read_torch_file
-
     if "weights_only" in config and config.get("weights_only") is None:
         config.weights_only = True
     path = config.get("ckpt_path")
@@ -191,26 +158,3 @@ def check_checkpoint_path(config) -> None:
         raise UnsafeCheckpointError(f"Refused to load '{path}' for safety: its pickle asks for {', '.join(unsafe)}, "
                                     f"which torch.load(weights_only=True) does not allow; pass a checkpoint written by "
                                     f"`faceswap-pl fit`.")
-
-
-def cli_class():
-    """LightningCLI with ``--ckpt_path last`` resolution and atomic checkpoint writes."""
-    from lightning.pytorch.cli import LightningCLI
-
-    class FaceSwapLightningCLI(LightningCLI):
-        def _parse_ckpt_path(self) -> None:  # runs right after parsing, before Lightning reads the checkpoint
-            subcommand = self.config.get("subcommand")
-            if subcommand:
-                config = self.config[subcommand]
-                absolute_tracking_uri(config)
-                if subcommand == "fit":
-                    message = resolve_last(config)
-                    if message:
-                        print(message, flush=True)
-                check_checkpoint_path(config)
-            super()._parse_ckpt_path()
-
-        def before_fit(self) -> None:
-            use_atomic_checkpoints(self.trainer)
-
-    return FaceSwapLightningCLI

@@ -13,6 +13,7 @@ writes to ``--out``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,28 +21,15 @@ from typing import Any
 
 import torch
 
+from faceswap_pl.data.evalpairs import fixed_pairs
+from faceswap_pl.data.reader import resolve_shards
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.inference.generators import SwapModel
+from faceswap_pl.metrics import FaceEvaluator
 from faceswap_pl.visual import image_grid, write_png
 
 #: per-pair metric -> True when larger is better
 PER_PAIR_DIRECTION = {"id_cos": True, "expression": False, "eye": False, "pose_deg": False, "shape": False}
-
-
-def load_training_checkpoint(path: str | Path):
-    """A :class:`~faceswap_pl.module.FaceSwapModule` rebuilt from a ``faceswap-pl fit`` checkpoint (CPU, eval)."""
-    from faceswap_pl.inference.generators import read_checkpoint_options
-    from faceswap_pl.models.checkpoint import load_state_dict_strict
-    from faceswap_pl.module import FaceSwapModule
-
-    options, state_dict = read_checkpoint_options(path)
-    try:
-        module = FaceSwapModule(**options)
-    except TypeError as error:
-        raise FaceSwapError(f"The hyper-parameters in {path} do not fit this faceswap-pl version ({error}); "
-                            f"evaluate it with the version that trained it.") from None
-    load_state_dict_strict(module, state_dict, f"training checkpoint '{path}'",
-                           hint="was it written by another faceswap-pl version or edited?")
-    return module.eval()
 
 
 def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num_pairs: int = 64,
@@ -58,13 +46,6 @@ def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num
     generator's training conventions; for GHOST's generators that is GHOST's train.py (bilinear resize to
     112 px, raw vector), since the shard crops are not GHOST's 224-px inference crops.
     """
-    import dataclasses
-
-    from faceswap_pl.data.evalpairs import fixed_pairs
-    from faceswap_pl.data.reader import resolve_shards
-    from faceswap_pl.inference.generators import SwapModel
-    from faceswap_pl.metrics import FaceEvaluator
-
     if num_pairs < 1 or batch_size < 1 or worst < 0:
         raise FaceSwapError("evaluate needs --num-pairs >= 1, --batch-size >= 1 and --worst >= 0.")
     started = time.perf_counter()

@@ -1,0 +1,57 @@
+"""`faceswap-pl`: the command line -- every parser and command of the project, and nothing else.
+
+One module per command group (``models``, ``shards``, ``batches``, ``evaluate``, ``runs``, ``sweep``, ``export``,
+``swap``, ``demo``, ``restoration``; ``lightning`` for ``fit`` / ``validate``). Each adds its parser and calls the
+library. The command modules import the library inside their command functions, the one place in the project
+where imports sit inside functions: building the parser must not import torch, Lightning and MLflow, or every
+``faceswap-pl --help`` would wait for them (``benchmarks/cli_startup.py`` measures both ways).
+
+Every :class:`~faceswap_pl.errors.FaceSwapError` is printed as one sentence with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from faceswap_pl.cli import batches, demo, evaluate, export, models, restoration, runs, shards, swap, sweep
+from faceswap_pl.errors import FaceSwapError
+
+LIGHTNING_COMMANDS = ("fit", "validate")
+COMMAND_GROUPS = (evaluate, demo, models, restoration, shards, batches, runs, sweep, export, swap)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faceswap-pl",
+        description="One-shot face swapping (GHOST / AEI-Net) with PyTorch Lightning.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, text in (("fit", "train (LightningCLI; `faceswap-pl fit --help` for every option)"),
+                       ("validate", "run validation on a checkpoint")):
+        sub.add_parser(name, help=text, add_help=False)
+    for group in COMMAND_GROUPS:
+        group.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    explicit = argv is not None
+    argv = list(argv) if explicit else sys.argv[1:]
+    try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            from faceswap_pl.cli.lightning import run_lightning
+
+            # LightningCLI reads sys.argv itself unless it is called from Python with arguments
+            return run_lightning(argv if explicit else None)
+        if argv[:1] == ["restoration"] and argv[1:2] and argv[1] in restoration.ACTIONS:
+            return restoration.run(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except FaceSwapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,8 @@
+"""MLflow runs: the store (URIs, a checked client, experiments), run comparisons and their plots.
+
+``store`` is what training and the sweeps need; ``compare`` and ``plots`` serve `faceswap-pl runs` and reports.
+This package's own namespace holds only constants, so the command line can name them without importing MLflow.
+"""
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+ACCEPTED_URIS = "sqlite:///PATH.db, http(s)://HOST:PORT, file:///DIR or a plain directory path"
