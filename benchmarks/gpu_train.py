@@ -49,7 +49,7 @@ def run_one(cfg: dict) -> dict:
     from torch.utils.flop_counter import flop_registry
 
     from faceswap_pl.data.synthetic import SyntheticPairDataModule
-    from faceswap_pl.models.arcface import iresnet
+    from faceswap_pl.models.identity.arcface import iresnet
     from faceswap_pl.training.module import FaceSwapModule
 
     if cfg["precision"] == "32":

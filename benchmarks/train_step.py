@@ -46,8 +46,8 @@ def prepare(folder: Path, cfg: dict) -> dict[str, str]:
     import torch
 
     from faceswap_pl.models.aei_net import AEINet
-    from faceswap_pl.models.arcface import iresnet
     from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+    from faceswap_pl.models.identity.arcface import iresnet
 
     torch.manual_seed(0)
     paths = {name: folder / f"{name}.pt" for name in ("G", "D", "arcface", "fan", "batches")}
@@ -56,7 +56,7 @@ def prepare(folder: Path, cfg: dict) -> dict[str, str]:
     torch.save(MultiscaleDiscriminator().state_dict(), paths["D"])
     torch.save(iresnet("iresnet100").state_dict(), paths["arcface"])
     if cfg["eye"] == "awing":
-        from faceswap_pl.models.awing import FAN
+        from faceswap_pl.models.landmarks.awing import FAN
 
         torch.save(FAN().state_dict(), paths["fan"])
     g = torch.Generator().manual_seed(1)
@@ -75,8 +75,8 @@ def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
 
     from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
     from faceswap_pl.models.aei_net import AEINet
-    from faceswap_pl.models.arcface import iresnet
     from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+    from faceswap_pl.models.identity.arcface import iresnet
 
     G = AEINet(cfg["backbone"], cfg["blocks"], image_size=cfg["image_size"], id_dim=512)
     G.load_state_dict(torch.load(files["G"], weights_only=True))
@@ -86,7 +86,7 @@ def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
     arcface.load_state_dict(torch.load(files["arcface"], weights_only=True))
     fan = None
     if cfg["eye"] == "awing":
-        from faceswap_pl.models.awing import FAN
+        from faceswap_pl.models.landmarks.awing import FAN
 
         fan = FAN()
         fan.load_state_dict(torch.load(files["fan"], weights_only=True))

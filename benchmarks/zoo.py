@@ -29,11 +29,11 @@ def _build(name: str):
     if name in ("mediapipe_mesh", "mediapipe_iris"):
         return create_landmark_model(name), 256, True
     if name.startswith("arcface_iresnet"):
-        from faceswap_pl.models.arcface import ArcFaceEncoder, iresnet
+        from faceswap_pl.models.identity.arcface import ArcFaceEncoder, iresnet
 
         return ArcFaceEncoder(iresnet(name.removeprefix("arcface_"))), 256, True
     if name == "awing_fan":
-        from faceswap_pl.models.awing import AWingLandmarks, FAN
+        from faceswap_pl.models.landmarks.awing import FAN, AWingLandmarks
 
         return AWingLandmarks(FAN()), 256, True
     if name == "realesrgan_x4plus":
@@ -41,7 +41,7 @@ def _build(name: str):
 
         return create_restoration(name), 64, True
     if name == "yunet":
-        from faceswap_pl.inference.detect import create_detector
+        from faceswap_pl.models.detectors import create_detector
 
         return create_detector(name), 640, False
     raise SystemExit(f"unknown benchmark row {name}")
@@ -53,8 +53,9 @@ def run_one(name: str, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model, size, differentiable = _build(name)
     if not differentiable:  # the detector: numpy image in, faces out
-        from faceswap_pl import zoo
         import cv2
+
+        from faceswap_pl import zoo
 
         image = cv2.cvtColor(cv2.imread(str(zoo.media_path("t1.jpg"))), cv2.COLOR_BGR2RGB)
         model.detect(image)
@@ -101,8 +102,8 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, fp32, CPU")
-    print(f"| model | input | forward ms/image | forward+backward ms/image | peak RSS MB |")
-    print(f"|---|---|---|---|---|")
+    print("| model | input | forward ms/image | forward+backward ms/image | peak RSS MB |")
+    print("|---|---|---|---|---|")
     for name in args.only:
         proc = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(args.batch),
                                "--repeats", str(args.repeats)], capture_output=True, text=True)

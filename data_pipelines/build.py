@@ -32,14 +32,13 @@ from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
-from faceswap_pl.data.schema import MANIFEST, MAX_FRAMES_PER_GROUP, SKIPPED, Manifest
-from faceswap_pl.errors import FaceSwapError
-
 from data_pipelines.errors import DatasetInputError, OutputDirError
 from data_pipelines.extract import ExtractSettings, cached_summary, extract_unit, init_worker, load_group
 from data_pipelines.faces import FaceSettings
 from data_pipelines.shards import PlannedGroup, ensure_shard, plan_shards, shard_path
 from data_pipelines.sources import scan_inputs
+from faceswap_pl.data.schema import MANIFEST, MAX_FRAMES_PER_GROUP, SKIPPED, Manifest
+from faceswap_pl.errors import FaceSwapError
 
 WORK = ".work"
 
@@ -149,8 +148,8 @@ def build_shards(inputs, out_dir, size: int = 256, detector: str = "yunet", min_
         video_stride: every ``video_stride``-th video frame is used.
         max_frames_per_group: frames per group (at most 100); larger identity folders and longer tracks
             are split into several groups of the same identity.
-        track_jump: a track is cut where the keypoints move more than this fraction of the face size
-            between sampled frames.
+        track_jump: a track is cut where a keypoint moves more than this many inter-ocular distances
+            between sampled frames (:mod:`faceswap_pl.models.detectors.tracks`; 0.5 holds a shot up to stride 6).
         min_track_frames: video tracks with fewer kept frames are dropped ("track too short").
         embeddings: identity encoder name (e.g. ``sface``) to store ``emb.npy`` per sample, or None.
         shard_groups: groups per shard.

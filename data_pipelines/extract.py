@@ -19,13 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines.faces import (NO_FACE, UNREADABLE_IMAGE, Crop, FaceSettings, crop_face, detect_faces,
-                                  get_detector, main_face, readable_image)
+from data_pipelines.faces import (
+    NO_FACE,
+    UNREADABLE_IMAGE,
+    Crop,
+    FaceSettings,
+    crop_face,
+    detect_faces,
+    get_detector,
+    main_face,
+    readable_image,
+)
 from data_pipelines.sources import Unit
-from faceswap_pl.imageio import decode_image
 from data_pipelines.tracking import track_video
+from faceswap_pl.imageio import decode_image
 
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2
 DONE = "done.json"
 EMBED_BATCH = 32
 

@@ -63,7 +63,7 @@ def get_detector(name: str, min_score: float):
     """
     key = f"{name}@{min_score}"
     if key not in _DETECTORS:
-        from faceswap_pl.inference.detect import create_detector
+        from faceswap_pl.models.detectors import create_detector
 
         _DETECTORS[key] = create_detector(name, score_threshold=min(0.5, float(min_score)))
     return _DETECTORS[key]

@@ -11,10 +11,9 @@ from typing import Iterator
 
 import numpy as np
 
+from data_pipelines.errors import DatasetInputError
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, ShardSchemaError, parse_key
 from faceswap_pl.files import read_json, sha256_of
-
-from data_pipelines.errors import DatasetInputError
 
 
 def read_manifest(dataset: str | Path) -> Manifest:

@@ -1,9 +1,9 @@
 """Face tracks in a video: link detections over sampled frames, cut at jumps and gaps, emit groups.
 
-Every ``stride``-th frame is decoded and searched for faces (score >= ``min_score``). A detection
-continues a track when its keypoints moved by at most ``track_jump`` times the face size (square
-root of the track's last box area) since the track's previous sampled frame; detections and tracks
-are matched greedily, smallest movement first. A track ends at a jump (no detection close enough),
+Every ``stride``-th frame is decoded and searched for faces (score >= ``min_score``). Detections are
+linked into tracks by :class:`faceswap_pl.models.detectors.tracks.TrackLinker`, the rule swapping uses too:
+a detection continues a track when no keypoint moved by more than ``track_jump`` inter-ocular distances
+since the track's previous sampled frame (matched greedily, smallest jump first). A track ends at a jump,
 at a sampled frame where its face is missing, and at the end of the video; a reappearing face opens
 a new track. Frames of a track whose crop fails the filters (size, blur) are left out of the track's
 groups (and reported), without cutting it.
@@ -19,35 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from data_pipelines.faces import NO_FACE, TRACK_TOO_SHORT, UNREADABLE_VIDEO, Crop, FaceSettings, crop_face
-
-
-def keypoint_jump(previous, current) -> float:
-    """Mean keypoint displacement between two faces, as a fraction of the previous face's size."""
-    size = max(np.sqrt(previous.area), 1.0)
-    return float(np.linalg.norm(current.keypoints - previous.keypoints, axis=1).mean() / size)
-
-
-def match_faces(previous: list, current: list, max_jump: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching ``(previous index, current index)`` by smallest jump <= ``max_jump``."""
-    costs = [(keypoint_jump(p, c), i, j) for i, p in enumerate(previous) for j, c in enumerate(current)]
-    used_prev: set[int] = set()
-    used_cur: set[int] = set()
-    pairs = []
-    for cost, i, j in sorted(costs):
-        if cost > max_jump or i in used_prev or j in used_cur:
-            continue
-        used_prev.add(i)
-        used_cur.add(j)
-        pairs.append((i, j))
-    return pairs
+from faceswap_pl.models.detectors.tracks import DEFAULT_MAX_JUMP, TrackLinker
 
 
 @dataclass
 class _Track:
-    last: object                       # the last detected Face
     buffer: list[Crop] = field(default_factory=list)
     kept: int = 0                      # frames kept so far (buffered + emitted)
     number: int | None = None          # k of "#track<k>", assigned at the first emitted group
@@ -56,31 +33,23 @@ class _Track:
 class FaceTracker:
     """Links per-frame detections into tracks and hands finished groups to ``emit(track_number, crops)``."""
 
-    def __init__(self, emit: Callable[[int, list[Crop]], None], track_jump: float = 0.5,
+    def __init__(self, emit: Callable[[int, list[Crop]], None], track_jump: float = DEFAULT_MAX_JUMP,
                  max_frames_per_group: int = 32, min_track_frames: int = 2) -> None:
         self.emit = emit
-        self.track_jump = track_jump
+        self.linker = TrackLinker(track_jump)
         self.max_frames = max_frames_per_group
         self.min_frames = min_track_frames
-        self.active: list[_Track] = []
+        self.active: dict[int, _Track] = {}     # by the linker's track number
         self.next_number = 0
         self.too_short: list[list[Crop]] = []   # the kept crops of each dropped track
 
     def update(self, faces: list, crops: list[Crop | None]) -> None:
         """One sampled frame: ``faces`` detected and, per face, its crop (None when filtered out)."""
-        pairs = match_faces([t.last for t in self.active], faces, self.track_jump)
-        matched_tracks = {i for i, _ in pairs}
-        matched_faces = {j for _, j in pairs}
-        continuing = []
-        for i, j in pairs:
-            continuing.append(self._extend(self.active[i], faces[j], crops[j]))
-        for i, track in enumerate(self.active):
-            if i not in matched_tracks:
-                self._finish(track)
-        for j, face in enumerate(faces):
-            if j not in matched_faces:
-                continuing.append(self._extend(_Track(last=face), face, crops[j]))
-        self.active = continuing
+        tracks = self.linker.update(faces)
+        for track in sorted(set(self.active) - set(tracks)):
+            self._finish(self.active.pop(track))
+        for track, crop in zip(tracks, crops):
+            self._extend(self.active.setdefault(track, _Track()), crop)
 
     def gap(self) -> None:
         """A sampled frame that could not be decoded: every track ends."""
@@ -88,18 +57,17 @@ class FaceTracker:
 
     def close(self) -> None:
         """End of the video: finish every open track."""
-        for track in self.active:
+        for track in self.active.values():
             self._finish(track)
-        self.active = []
+        self.active = {}
+        self.linker.reset()
 
-    def _extend(self, track: _Track, face, crop: Crop | None) -> _Track:
-        track.last = face
+    def _extend(self, track: _Track, crop: Crop | None) -> None:
         if crop is not None:
             track.buffer.append(crop)
             track.kept += 1
             if len(track.buffer) >= self.max_frames and track.kept >= self.min_frames:
                 self._emit(track)
-        return track
 
     def _emit(self, track: _Track) -> None:
         if track.number is None:

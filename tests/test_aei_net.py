@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceswap_pl.errors import CheckpointMismatchError, UnknownNameError
+from faceswap_pl.errors import CheckpointMismatchError, InputShapeError, ModelOptionError, UnknownNameError
 from faceswap_pl.models.aad import AADLayer, AADResBlock
 from faceswap_pl.models.aei_net import AEINet, GhostGeneratorLayout
 from faceswap_pl.models.attributes import attribute_encoder_names, create_attribute_encoder
-from faceswap_pl.models.sizing import IMAGE_SIZES, InputShapeError, ModelOptionError
+from faceswap_pl.models.sizing import IMAGE_SIZES
 
 GHOST_KEYS = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 BACKBONES = [n for n in attribute_encoder_names() if not n.startswith("timm:")] + ["timm:resnet18"]

@@ -16,10 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from faceswap_pl.alignment import resize_aligned
-from faceswap_pl.errors import CheckpointMismatchError, FaceSwapError
+from faceswap_pl.errors import CheckpointMismatchError, CheckpointNotFoundError, FaceSwapError, UnsafeCheckpointError
 from faceswap_pl.models import identity
-from faceswap_pl.models.arcface import IRESNET_LAYERS, ArcFaceEncoder, arcface_iresnet50, arcface_iresnet100, iresnet
-from faceswap_pl.models.checkpoint import CheckpointNotFoundError, UnsafeCheckpointError
+from faceswap_pl.models.identity.arcface import (
+    IRESNET_LAYERS,
+    ArcFaceEncoder,
+    arcface_iresnet50,
+    arcface_iresnet100,
+    iresnet,
+)
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 
@@ -72,8 +77,8 @@ def test_iresnet50_is_iresnet100_with_fewer_blocks(r100):
 
 
 def test_factories_are_registered():
-    assert identity._FACTORIES["arcface_iresnet50"] is arcface_iresnet50
-    assert identity._FACTORIES["arcface_iresnet100"] is arcface_iresnet100
+    assert identity.IDENTITY_ENCODERS.factory("arcface_iresnet50") is arcface_iresnet50
+    assert identity.IDENTITY_ENCODERS.factory("arcface_iresnet100") is arcface_iresnet100
 
 
 def test_loaded_backbone_reproduces_the_in_memory_network_and_passes_gradients(encoder, r100):

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from faceswap_pl.alignment import resize_aligned
-from faceswap_pl.errors import CheckpointMismatchError, FaceSwapError
+from faceswap_pl.errors import CheckpointMismatchError, FaceSwapError, UnsafeCheckpointError
 from faceswap_pl.models import landmarks
-from faceswap_pl.models.awing import FAN, AddCoords, AWingLandmarks, awing_fan, soft_argmax_2d
-from faceswap_pl.models.checkpoint import UnsafeCheckpointError
+from faceswap_pl.models.landmarks.awing import FAN, AddCoords, AWingLandmarks, awing_fan, soft_argmax_2d
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 
@@ -46,7 +45,7 @@ def test_fan_keys_and_shapes_equal_ghost_reference(fan):
 
 
 def test_factory_is_registered_with_pupil_indices():
-    assert landmarks._FACTORIES["awing_fan"] is awing_fan
+    assert landmarks.LANDMARK_MODELS.factory("awing_fan") is awing_fan
     assert AWingLandmarks.num_points == 98 and AWingLandmarks.eye_indices == (96, 97)
 
 

@@ -11,14 +11,14 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from faceswap_pl.errors import CheckpointMismatchError, FaceSwapError
-from faceswap_pl.models.checkpoint import (
+from faceswap_pl.errors import (
+    CheckpointMismatchError,
     CheckpointNotFoundError,
     CheckpointReadError,
+    FaceSwapError,
     UnsafeCheckpointError,
-    load_checkpoint_file,
-    load_state_dict_strict,
 )
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 
 class _MakeDirOnLoad:

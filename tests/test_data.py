@@ -20,10 +20,25 @@ from faceswap_pl.data.augment import AugmentConfigError, ViewTransform, build_au
 from faceswap_pl.data.datamodule import FaceSwapDataModule
 from faceswap_pl.data.loader import PairDataset, PairLoader
 from faceswap_pl.data.pairs import PairSampler, SingleIdentityError, reduction
-from faceswap_pl.data.reader import (IDENTITY_NAMESPACE, ShardNotFoundError, ShardReadError, read_groups,
-                                     resolve_shards, shard_order)
-from faceswap_pl.data.schema import (MANIFEST, SCHEMA_VERSION, SHARD_PATTERN, GroupMeta, Manifest, ShardInfo,
-                                     ShardSchemaError, frame_name, sample_key)
+from faceswap_pl.data.reader import (
+    IDENTITY_NAMESPACE,
+    ShardNotFoundError,
+    ShardReadError,
+    read_groups,
+    resolve_shards,
+    shard_order,
+)
+from faceswap_pl.data.schema import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    SHARD_PATTERN,
+    GroupMeta,
+    Manifest,
+    ShardInfo,
+    ShardSchemaError,
+    frame_name,
+    sample_key,
+)
 from faceswap_pl.errors import FaceSwapError
 
 # -- a small shard writer following faceswap_pl.data.schema ------------------------------------

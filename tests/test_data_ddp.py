@@ -60,7 +60,6 @@ def test_ddp_ranks_take_equal_steps_on_different_data(tmp_path):
 
 def test_lightning_ddp_fork_gives_each_rank_the_same_steps(tmp_path):
     import lightning as L
-
     from test_data import counting_module_class
 
     folder = tmp_path / "train"

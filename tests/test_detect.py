@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import need, read_rgb
+
 from faceswap_pl.alignment import align_face, arcface_template, transform_points
 from faceswap_pl.errors import FaceSwapError, UnknownNameError
-from faceswap_pl.inference.detect import Face, InsightFaceDetector, YuNetDetector, create_detector
+from faceswap_pl.models.detectors import Face, InsightFaceDetector, YuNetDetector, create_detector
 
 
 @pytest.fixture(scope="module")

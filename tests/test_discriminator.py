@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceswap_pl.errors import CheckpointMismatchError
+from faceswap_pl.errors import CheckpointMismatchError, InputShapeError, ModelOptionError
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
-from faceswap_pl.models.sizing import InputShapeError, ModelOptionError
 
 GHOST_KEYS = Path(__file__).resolve().parent / "data" / "ghost_state_dict_keys.json"
 TINY = dict(ndf=8, n_layers=3, num_scales=3)

@@ -18,6 +18,7 @@ from faceswap_pl.inference.exported import OnnxGenerator, load_exported_generato
 from faceswap_pl.runs.store import find_run_checkpoint
 from faceswap_pl.training.module import FaceSwapModule
 
+
 def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -17,15 +17,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import need, read_rgb
 
 from faceswap_pl import zoo
 from faceswap_pl.alignment import align_face, arcface_template, transform_points
 from faceswap_pl.models import identity
-from faceswap_pl.models.facenet import (
-    H5_NAME, FaceNetEncoder, InceptionResnetV1, create_facenet, prewhiten, recrop_matrix,
+from faceswap_pl.models.identity.facenet import (
+    H5_NAME,
+    FaceNetEncoder,
+    InceptionResnetV1,
+    create_facenet,
+    prewhiten,
+    recrop_matrix,
 )
-
-from conftest import need, read_rgb
 
 YUNET = Path.home() / ".cache/faceswap_pl/raw/yunet/face_detection_yunet_2023mar.onnx"
 POSED = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"]
@@ -185,7 +189,7 @@ def test_gradients_reach_input_and_frozen(facenet, crops):
 
 
 def test_interface_and_registry(facenet):
-    assert identity._FACTORIES["facenet"] is create_facenet
+    assert identity.IDENTITY_ENCODERS.factory("facenet") is create_facenet
     assert facenet.embedding_dim == 128 and facenet.input_size == 160
     assert isinstance(facenet.backbone, InceptionResnetV1)
     # 22,793,728 = the h5's 22,808,144 stored values - 2 x 14,416 BN moving statistics (buffers here)

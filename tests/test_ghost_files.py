@@ -15,9 +15,9 @@ from faceswap_pl.data.tensor_batches import TensorBatchDataModule, TensorBatchEr
 from faceswap_pl.errors import CheckpointMismatchError, FaceSwapError, ModelFileError, ModelOptionError
 from faceswap_pl.inference.generators import GHOST_INFERENCE, SwapModel, read_training_checkpoint
 from faceswap_pl.models.aei_net import AEINet
-from faceswap_pl.models.arcface import iresnet
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
-from faceswap_pl.models.weight_files import describe_state_dict
+from faceswap_pl.models.identity.arcface import iresnet
+from faceswap_pl.models.importers.ghost import describe_state_dict
 from faceswap_pl.training.module import FaceSwapModule
 
 TINY = dict(backbone="unet", num_aad_blocks=2, image_size=64, width=0.125, d_ndf=16, d_layers=3, d_scales=2)

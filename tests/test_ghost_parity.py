@@ -24,9 +24,9 @@ import torch
 from faceswap_pl.data.tensor_batches import TensorBatchDataModule, read_batches
 from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
 from faceswap_pl.models.aei_net import AEINet
-from faceswap_pl.models.arcface import iresnet
-from faceswap_pl.models.awing import FAN
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+from faceswap_pl.models.identity.arcface import iresnet
+from faceswap_pl.models.landmarks.awing import FAN
 from faceswap_pl.training.module import FaceSwapModule
 
 TERMS = ("adv", "id", "att", "rec", "eye", "loss_g", "loss_d")

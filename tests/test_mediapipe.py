@@ -10,22 +10,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import need, read_rgb, yunet_align
+
 from faceswap_pl.alignment import arcface_template, transform_points, warp_affine
-from faceswap_pl.models import tflite_import
-from faceswap_pl.models.mediapipe import (
-    IRIS_CENTRE_INDICES,
-    MESH_EYE_CONTOUR,
-    MESH_EYE_CORNERS,
-    MESH_MOUTH_CORNERS,
+from faceswap_pl.errors import UnsupportedTFLiteOpError
+from faceswap_pl.models.importers import tflite as tflite_import
+from faceswap_pl.models.importers.tflite import TFLiteModule, run_op
+from faceswap_pl.models.landmarks.mediapipe import (
     MediaPipeIris,
     MediaPipeMesh,
     crop_eyes,
     square_roi_matrix,
     template_eye_centres,
 )
-from faceswap_pl.models.tflite_import import TFLiteModule, UnsupportedTFLiteOpError, run_op
+from faceswap_pl.models.landmarks.topology import (
+    IRIS_CENTRE_INDICES,
+    MESH_EYE_CONTOUR,
+    MESH_EYE_CORNERS,
+    MESH_MOUTH_CORNERS,
+)
 
 # real faces: the aligned Tom Hanks crop plus near-frontal media faces aligned with YuNet's 5 points
 _FACE_FILES = ("single_face.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg")

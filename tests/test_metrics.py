@@ -17,12 +17,8 @@ import torch.nn.functional as F
 
 from faceswap_pl.errors import FaceSwapError, ModelNotFetchedError
 from faceswap_pl.metrics import (
-    IRIS_EYE_SET,
-    MESH_EXPRESSION,
-    MESH_FACE_OVAL,
-    MESH_STABLE,
-    EyeLandmarkError,
     ExpressionError,
+    EyeLandmarkError,
     FaceEvaluator,
     IDRetrieval,
     MetricInputError,
@@ -39,7 +35,15 @@ from faceswap_pl.metrics import (
     shape_distance,
     similarity_align,
 )
-from faceswap_pl.metrics.face import MESH_BROWS, MESH_EYES, MESH_LIPS
+from faceswap_pl.models.landmarks.topology import (
+    IRIS_EYE_SET,
+    MESH_BROWS,
+    MESH_EXPRESSION,
+    MESH_EYES,
+    MESH_FACE_OVAL,
+    MESH_LIPS,
+    MESH_STABLE,
+)
 
 SIZE = 112
 

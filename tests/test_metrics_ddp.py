@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from faceswap_pl.metrics import (
-    EyeLandmarkError,
     ExpressionError,
+    EyeLandmarkError,
     IDRetrieval,
     PoseError,
     ShapeError,

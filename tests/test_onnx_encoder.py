@@ -8,14 +8,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import need, read_rgb
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import need, read_rgb
-from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.errors import FaceSwapError, ModelFileError
 from faceswap_pl.models.identity import create_identity_encoder
-from faceswap_pl.models.onnx_import import (
+from faceswap_pl.models.importers.onnx import (
     BroadcastPReLU,
-    ModelFileError,
     dequantize_linear,
     fold_constants,
     onnx_to_torch,

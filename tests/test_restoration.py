@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import need, read_rgb
-from faceswap_pl.errors import UnknownNameError
-from faceswap_pl.models.restoration import (
-    NcnnModelError, RealESRGAN, RRDBNet, create_restoration, read_ncnn_rrdbnet, tiled_forward,
-)
+
+from faceswap_pl.errors import NcnnModelError, UnknownNameError
+from faceswap_pl.models.restoration import RealESRGAN, RRDBNet, create_restoration, tiled_forward
+from faceswap_pl.models.restoration.rrdbnet_ncnn import read_ncnn_rrdbnet
 
 NAME = "realesrgan_x4plus"
 PARAM, BIN = "realesrgan-x4plus.param", "realesrgan-x4plus.bin"

@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import need, read_rgb
+
 from faceswap_pl.alignment import align_face
-from faceswap_pl.models.onnx_import import ort_session
-from faceswap_pl.models.sface import CONVERTED_FILE, SFaceEncoder, create_sface
+from faceswap_pl.models.identity.sface import CONVERTED_FILE, SFaceEncoder, create_sface
+from faceswap_pl.models.importers.onnx import ort_session
 
 POSED = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"]  # four people
 
@@ -32,7 +32,7 @@ def _video_frames(path, every: int, count: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def detector():
-    from faceswap_pl.inference.detect import create_detector
+    from faceswap_pl.models.detectors import create_detector
 
     need("yunet")
     return create_detector("yunet")
@@ -144,6 +144,6 @@ def test_registered_and_rejects_bad_shape(sface):
     from faceswap_pl.models import identity
 
     assert "sface" in identity.identity_names()
-    assert identity._FACTORIES["sface"] is create_sface
+    assert identity.IDENTITY_ENCODERS.factory("sface") is create_sface
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         sface(torch.zeros(1, 1, 112, 112))

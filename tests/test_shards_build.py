@@ -22,10 +22,10 @@ from data_pipelines import DatasetInputError, OutputDirError, build_shards
 from data_pipelines.inspection import iter_samples
 from data_pipelines.tracking import FaceTracker
 from faceswap_pl.alignment import arcface_template
+from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
 from faceswap_pl.files import sha256_of
 from faceswap_pl.imageio import decode_image
-from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
-from faceswap_pl.inference.detect import Face
+from faceswap_pl.models.detectors import Face
 from faceswap_pl.models.identity import create_identity_encoder
 
 SIZE = 128
@@ -270,7 +270,7 @@ def test_cli_demo_and_inspect(tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert main(["shards", "inspect", str(out / "train"), "--sheet", str(sheet), "--verify"]) == 0
     printed = capsys.readouterr().out
-    assert f"│ identities" in printed and f"{len(train.identities)} │" in printed and f"{train.frames} │" in printed
+    assert "│ identities" in printed and f"{len(train.identities)} │" in printed and f"{train.frames} │" in printed
     image = cv2.imread(str(sheet))
     assert image is not None and image.shape[0] >= 128 and image.shape[1] >= 128 * 6
 

@@ -13,9 +13,9 @@ import torch
 
 from faceswap_pl.alignment import align_face
 from faceswap_pl.cli import main
-from faceswap_pl.inference.detect import Face, create_detector
 from faceswap_pl.inference.masks import DEFAULT_RULE, hull_mask
 from faceswap_pl.inference.pipeline import FaceSwapper, SwapModel, to_tensor
+from faceswap_pl.models.detectors import Face, create_detector
 
 TINY = dict(backbone="unet", num_aad_blocks=1, image_size=64, width=0.125, d_ndf=8, d_layers=3, d_scales=2)
 
@@ -55,7 +55,7 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_image_swap_changes_only_the_masked_face(tiny_model, images, detector):
-    from faceswap_pl.models.mediapipe import MediaPipeMesh
+    from faceswap_pl.models.landmarks.mediapipe import MediaPipeMesh
 
     model = SwapModel.load(tiny_model["export"])
     target = images["single_face.jpg"]
@@ -153,9 +153,9 @@ def test_face_free_frames_pass_through_and_faces_realign_after_them(tiny_model, 
     assert all(_changed(outputs[i], frames[i]).sum() > 500 for i in list(range(8)) + list(range(13, 21)))
     assert len(swapper.stats.tracks) == 2 and swapper.stats.faces == 16
     # the same through the video writer: frame count kept
-    from faceswap_pl.inference.media import probe_video, transcode
-
     import av
+
+    from faceswap_pl.inference.media import probe_video, transcode
 
     clip = tmp_path / "spliced.mp4"
     with av.open(str(clip), "w") as container:

@@ -9,12 +9,19 @@ import pytest
 import torch
 
 from faceswap_pl.alignment import alignment_matrix, arcface_template
-from faceswap_pl.inference.detect import Face
-from faceswap_pl.inference.masks import (LEFT_JAW, REFERENCE_SIZE, RIGHT_JAW, MaskRule, adaptive_rule, hull_mask,
-                                         jaw_offset)
+from faceswap_pl.inference.masks import (
+    LEFT_JAW,
+    REFERENCE_SIZE,
+    RIGHT_JAW,
+    MaskRule,
+    adaptive_rule,
+    hull_mask,
+    jaw_offset,
+)
 from faceswap_pl.inference.pipeline import paste_back
 from faceswap_pl.inference.tracking import KeypointSmoother
-from faceswap_pl.metrics.face import MESH_FACE_OVAL
+from faceswap_pl.models.detectors import Face
+from faceswap_pl.models.landmarks.topology import MESH_FACE_OVAL
 
 
 def _oval_points(radius: float = 0.3) -> np.ndarray:
@@ -152,7 +159,6 @@ def test_paste_back_changes_nothing_outside_the_mask_and_round_trips_inside():
     matrix = alignment_matrix(keypoints, 64)
     import cv2
 
-    crop = cv2.warpAffine(frame, matrix, (64, 64), flags=cv2.INTER_LINEAR)
     mask = np.zeros((64, 64), np.float32)
     mask[16:48, 16:48] = 1
     tensor = torch.from_numpy(frame).permute(2, 0, 1).float()

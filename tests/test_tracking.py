@@ -16,8 +16,13 @@ from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.runs import DEFAULT_TRACKING_URI
 from faceswap_pl.runs.compare import compare_runs, default_ascending, group_runs
 from faceswap_pl.runs.plots import plot_metric_curves
-from faceswap_pl.runs.store import (PARAM_VALUE_LIMIT, flatten_params, list_experiments, mlflow_ui_command,
-                                    resolve_tracking_uri)
+from faceswap_pl.runs.store import (
+    PARAM_VALUE_LIMIT,
+    flatten_params,
+    list_experiments,
+    mlflow_ui_command,
+    resolve_tracking_uri,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "experiments" / "tiny_cpu.yaml")

@@ -6,6 +6,7 @@ import argparse
 
 from faceswap_pl.argtypes import number
 
+
 def cmd_batches_record(args: argparse.Namespace) -> int:
     from faceswap_pl.data.datamodule import FaceSwapDataModule
     from faceswap_pl.data.tensor_batches import record_batches

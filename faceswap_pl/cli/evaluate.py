@@ -8,6 +8,7 @@ from pathlib import Path
 from faceswap_pl.argtypes import number
 from faceswap_pl.console import console as _console
 
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from faceswap_pl.inference.evaluate import evaluate_checkpoint
 

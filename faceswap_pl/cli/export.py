@@ -8,8 +8,16 @@ from pathlib import Path
 
 from faceswap_pl.argtypes import number
 from faceswap_pl.console import console as _console
-from faceswap_pl.inference.export_format import (CARD_FILE, CHAMPION_ALIAS, CONFIG_FILE, DEFAULT_OPSET,
-                                                 DEFAULT_TOLERANCE, ONNX_FILE, WEIGHTS_FILE)
+from faceswap_pl.inference.export_format import (
+    CARD_FILE,
+    CHAMPION_ALIAS,
+    CONFIG_FILE,
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+)
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from rich.table import Table

@@ -23,8 +23,12 @@ from lightning.pytorch.cli import LightningCLI
 import faceswap_pl.training.strategy  # noqa: F401 - registers strategy "gan_ddp"
 from faceswap_pl.callbacks.config_log import LogConfigCallback
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.training.checkpointing import (absolute_tracking_uri, check_checkpoint_path, resolve_last,
-                                                use_atomic_checkpoints)
+from faceswap_pl.training.checkpointing import (
+    absolute_tracking_uri,
+    check_checkpoint_path,
+    resolve_last,
+    use_atomic_checkpoints,
+)
 from faceswap_pl.training.module import FaceSwapModule
 
 LIGHTNING_COMMANDS = ("fit", "validate")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from faceswap_pl.console import console as _console
 
+
 def cmd_shards_build(args: argparse.Namespace) -> int:
     from data_pipelines import build_shards
 
@@ -81,7 +82,8 @@ def add_parser(sub) -> None:
     build.add_argument("--stride", type=int, default=5, help="use every N-th video frame (5)")
     build.add_argument("--max-frames", type=int, default=32, help="frames per group, at most 100 (32)")
     build.add_argument("--track-jump", type=float, default=0.5,
-                       help="cut a video track where keypoints move more than this fraction of the face size (0.5)")
+                       help="cut a video track where a keypoint moves more than this many eye distances between sampled "
+                            "frames (0.5)")
     build.add_argument("--min-track", type=int, default=2, help="drop video tracks with fewer frames (2)")
     build.add_argument("--embeddings", metavar="ENCODER", help="store emb.npy from this identity encoder (e.g. sface)")
     build.add_argument("--shard-groups", type=int, default=64, help="groups per shard (64)")

@@ -7,6 +7,7 @@ import argparse
 from faceswap_pl.argtypes import number
 from faceswap_pl.console import console as _console
 
+
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from faceswap_pl.sweep.launcher import run_sweep
 

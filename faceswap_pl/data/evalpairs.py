@@ -22,10 +22,10 @@ import torch
 
 from faceswap_pl.data.augment import ViewTransform, to_model_range
 from faceswap_pl.data.pairs import SingleIdentityError, reduction
-from faceswap_pl.imageio import decode_image
 from faceswap_pl.data.reader import read_groups
 from faceswap_pl.data.schema import ShardSchemaError
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.imageio import decode_image
 
 Ref = tuple[str, int]
 PairRef = tuple[Ref, Ref]

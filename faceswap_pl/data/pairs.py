@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceswap_pl.data.reader import Group
-from faceswap_pl.imageio import decode_image
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.imageio import decode_image
 
 
 class SingleIdentityError(FaceSwapError):

@@ -27,8 +27,18 @@ from torch import nn
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.files import sha256_of
-from faceswap_pl.inference.export_format import (CARD_FILE, CONFIG_FILE, DEFAULT_OPSET, DEFAULT_TOLERANCE, FORMAT,
-                                                 INPUT_CONVENTIONS, INPUT_NAMES, ONNX_FILE, OUTPUT_NAME, WEIGHTS_FILE)
+from faceswap_pl.inference.export_format import (
+    CARD_FILE,
+    CONFIG_FILE,
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    FORMAT,
+    INPUT_CONVENTIONS,
+    INPUT_NAMES,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    WEIGHTS_FILE,
+)
 from faceswap_pl.inference.generators import TrainingCheckpoint, read_training_checkpoint
 from faceswap_pl.runs.store import run_metrics
 

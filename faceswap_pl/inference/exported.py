@@ -14,10 +14,17 @@ import onnxruntime as ort
 import torch
 
 from faceswap_pl.errors import InputShapeError, ModelFileError
-from faceswap_pl.inference.export_format import (CONFIG_FILE, INPUT_NAMES, OUTPUT_NAME, WEIGHTS_FILE, export_paths,
-                                                 read_config)
+from faceswap_pl.inference.export_format import (
+    CONFIG_FILE,
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    WEIGHTS_FILE,
+    export_paths,
+    read_config,
+)
 from faceswap_pl.models.aei_net import AEINet
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
+
 
 def load_exported_generator(dir_or_file: str | Path, device="cpu"):
     """The :class:`~faceswap_pl.models.aei_net.AEINet` of an export (eval mode), loaded strictly.

@@ -23,18 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-
-import onnxruntime as ort
 
 from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, ModelFileError
 from faceswap_pl.inference.exported import OnnxGenerator, load_exported_generator
 from faceswap_pl.inference.options import BACKENDS
 from faceswap_pl.models.aei_net import AEINet
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
 from faceswap_pl.models.identity import create_identity_encoder
-from faceswap_pl.models.weight_files import describe_state_dict
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
+from faceswap_pl.models.importers.ghost import describe_state_dict
 
 #: hyper-parameters of checkpoints written before the GHOST conventions became options: how they trained
 LEGACY_CONVENTIONS = {"normalize_identity": True, "identity_resize": "antialias", "eye_reduction": "mean",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceswap_pl.metrics.face import MESH_FACE_OVAL
+from faceswap_pl.models.landmarks.topology import MESH_FACE_OVAL
 
 REFERENCE_SIZE = 224
 #: jaw points of the mesh silhouette, image-left and image-right (mirror pairs), for the adaptive rule

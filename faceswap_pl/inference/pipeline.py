@@ -19,13 +19,12 @@ import torch
 
 from faceswap_pl.alignment import align_face, alignment_matrix, invert_affine, warp_affine
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.inference.detect import Face, FaceDetector, create_detector
 from faceswap_pl.inference.generators import SwapModel
+from faceswap_pl.inference.masks import DEFAULT_RULE, MaskRule, adaptive_rule, full_mask, hull_mask, jaw_offset
 from faceswap_pl.inference.options import DEFAULT_THRESHOLD, MASK_MODES
-from faceswap_pl.inference.masks import DEFAULT_RULE, MaskRule, adaptive_rule, full_mask, hull_mask, \
-    jaw_offset
 from faceswap_pl.inference.tracking import KeypointSmoother, TrackedFace
-
+from faceswap_pl.models.detectors import Face, FaceDetector, create_detector
+from faceswap_pl.models.detectors.tracks import DEFAULT_MAX_JUMP
 
 
 class NoFaceError(FaceSwapError):
@@ -78,10 +77,10 @@ class FaceSwapper:
 
     def __init__(self, model: SwapModel, source: np.ndarray, *, detector: FaceDetector | str = "yunet",
                  reference: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD, all_faces: bool = False,
-                 mask: str = "adaptive", smooth: int = 2, jump: float = 0.25, restorer=None,
+                 mask: str = "adaptive", smooth: int = 2, jump: float = DEFAULT_MAX_JUMP, restorer=None,
                  restore_large_only: bool = True, batch_size: int = 8, device: str | torch.device = "cpu",
                  recognizer: str = "facenet") -> None:
-        from faceswap_pl.models.mediapipe import MediaPipeMesh
+        from faceswap_pl.models.landmarks.mediapipe import MediaPipeMesh
 
         if mask not in MASK_MODES:
             raise FaceSwapError(f"Unknown mask {mask!r}; choose one of {', '.join(MASK_MODES)}.")

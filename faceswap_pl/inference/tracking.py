@@ -1,15 +1,13 @@
 """Face tracks over video frames and keypoint smoothing within them, as a stream with a short look-ahead.
 
-Each frame's chosen faces are matched to the faces of the previous frame (nearest keypoint centre,
-within half a face width). A track ends when its face is missing in a frame (a face-free frame ends
-every track) or when its keypoints jump: the largest keypoint move between consecutive frames
-exceeds ``jump`` times the inter-ocular distance. GHOST splits at 5 px; measured on the demo videos,
-natural head motion moves a keypoint up to 0.11 of the eye distance between frames (99th percentile
-0.10), so the default 0.25 splits at cuts and detector switches but not within a shot, at any
-resolution. Within a track
-the keypoints of frame t are the mean of frames t-radius .. t+radius that belong to the same track
-(GHOST: radius 2), so smoothing never pulls a face towards where another face — or the same face
-before a cut — was.
+Each frame's chosen faces are linked to the tracks of the previous frame by
+:class:`faceswap_pl.models.detectors.tracks.TrackLinker`, the rule shard building uses too: a face continues
+a track unless a keypoint moved by more than ``jump`` inter-ocular distances since the previous frame (0.5 by
+default; natural head motion on the demo videos stays below 0.28 between frames). GHOST splits at 5 px; a
+fraction of the eye distance holds at any resolution. A face missing from a frame ends its track (a
+face-free frame ends every track). Within a track the keypoints of frame t are the mean of frames
+t-radius .. t+radius that belong to the same track (GHOST: radius 2), so smoothing never pulls a face
+towards where another face — or the same face before a cut — was.
 
 :class:`KeypointSmoother` takes frames one at a time and hands each back ``radius`` frames later,
 so memory holds ``radius + 1`` frames, whatever the video's length.
@@ -23,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_pl.inference.detect import Face
+from faceswap_pl.models.detectors import Face
+from faceswap_pl.models.detectors.tracks import DEFAULT_MAX_JUMP, TrackLinker
 
 
 @dataclass
@@ -35,10 +34,6 @@ class TrackedFace:
     keypoints: np.ndarray
 
 
-def _eye_distance(keypoints: np.ndarray) -> float:
-    return float(np.linalg.norm(keypoints[1] - keypoints[0]))
-
-
 class KeypointSmoother:
     """Streaming tracker + moving average.
 
@@ -47,40 +42,18 @@ class KeypointSmoother:
         jump: keypoint move, as a fraction of the inter-ocular distance, that starts a new track.
     """
 
-    def __init__(self, radius: int = 2, jump: float = 0.25) -> None:
+    def __init__(self, radius: int = 2, jump: float = DEFAULT_MAX_JUMP) -> None:
         if radius < 0:
             raise ValueError(f"smoothing radius must be >= 0, got {radius}")
-        if jump <= 0:
-            raise ValueError(f"jump threshold must be positive, got {jump}")
         self.radius = int(radius)
-        self.jump = float(jump)
-        self._next_track = 0
-        self._previous: list[tuple[int, np.ndarray]] = []  # (track, raw keypoints) of the last frame
+        self.linker = TrackLinker(jump)
         # frames still inside someone's window: (item, [(track, face)], {track: raw keypoints}); the first
         # `radius` entries are already handed out (kept for their keypoints only)
         self._window: deque[list[Any]] = deque()
         self._emitted = 0  # how many entries at the head of the window were handed out
 
     def _assign(self, faces: list[Face]) -> list[tuple[int, Face]]:
-        assigned, free = [], list(self._previous)
-        for face in faces:
-            centre = face.keypoints.mean(0)
-            best, best_distance = None, 0.5 * max(face.width, 1.0)
-            for index, (_, previous) in enumerate(free):
-                distance = float(np.linalg.norm(previous.mean(0) - centre))
-                if distance < best_distance:
-                    best, best_distance = index, distance
-            track = None
-            if best is not None:
-                track, previous = free.pop(best)
-                move = float(np.max(np.linalg.norm(face.keypoints - previous, axis=1)))
-                if move > self.jump * max(_eye_distance(previous), 1.0):
-                    track = None  # a jump: a new track starts here
-            if track is None:
-                track, self._next_track = self._next_track, self._next_track + 1
-            assigned.append((track, face))
-        self._previous = [(track, face.keypoints.copy()) for track, face in assigned]
-        return assigned
+        return list(zip(self.linker.update(faces), faces))
 
     def _smoothed(self, index: int) -> list[TrackedFace]:
         """Tracked faces of window entry ``index``, keypoints averaged over its track's frames in range."""

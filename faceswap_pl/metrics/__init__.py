@@ -23,8 +23,8 @@ jitter       TemporalJitter      landmark acceleration of the swap video minus t
 """
 
 from faceswap_pl.metrics.aggregate import (
-    EyeLandmarkError,
     ExpressionError,
+    EyeLandmarkError,
     IDRetrieval,
     PoseError,
     ShapeError,
@@ -32,13 +32,6 @@ from faceswap_pl.metrics.aggregate import (
 )
 from faceswap_pl.metrics.evaluator import FaceEvaluator
 from faceswap_pl.metrics.face import (
-    IRIS_EYE_SET,
-    MESH_BROWS,
-    MESH_EXPRESSION,
-    MESH_EYES,
-    MESH_FACE_OVAL,
-    MESH_LIPS,
-    MESH_STABLE,
     expression_distance,
     eye_distance,
     inter_ocular_distance,
@@ -58,6 +51,5 @@ __all__ = [
     "FaceEvaluator", "IDRetrieval", "ExpressionError", "EyeLandmarkError", "PoseError", "ShapeError",
     "TemporalJitter", "MetricInputError", "similarity_align", "similarity_transform", "kabsch_rotation",
     "rotation_angle_deg", "inter_ocular_distance", "expression_distance", "eye_distance", "pose_distance_deg",
-    "shape_distance", "jitter", "MESH_LIPS", "MESH_BROWS", "MESH_EYES", "MESH_EXPRESSION", "MESH_STABLE",
-    "MESH_FACE_OVAL", "IRIS_EYE_SET",
+    "shape_distance", "jitter",
 ]

@@ -13,15 +13,14 @@ import torch
 
 from faceswap_pl.alignment import warp_affine
 from faceswap_pl.metrics.aggregate import (
-    EyeLandmarkError,
     ExpressionError,
+    EyeLandmarkError,
     IDRetrieval,
     PoseError,
     ShapeError,
     identity_labels,
 )
 from faceswap_pl.metrics.face import (
-    MESH_EYES,
     expression_distance,
     eye_distance,
     jitter,
@@ -31,7 +30,7 @@ from faceswap_pl.metrics.face import (
 from faceswap_pl.metrics.geometry import MetricInputError
 from faceswap_pl.models.identity import IdentityEncoder, create_identity_encoder
 from faceswap_pl.models.landmarks import LandmarkModel, create_landmark_model
-from faceswap_pl.models.mediapipe import MESH_EYE_CONTOUR, MESH_EYE_CORNERS
+from faceswap_pl.models.landmarks.topology import MESH_EYE_CONTOUR, MESH_EYE_CORNERS, MESH_EYES
 
 #: how far image values may stray outside [-1, 1] (interpolation overshoot) before it is an error
 RANGE_TOLERANCE = 1e-2
@@ -71,7 +70,7 @@ def leveled_mesh_3d(mesh, x: torch.Tensor, passes: int = 2) -> torch.Tensor:
     rotates the points back; with 2 passes the same test gives 9.9-10.2 degrees.
 
     Args:
-        mesh: a :class:`~faceswap_pl.models.mediapipe.MediaPipeMesh`.
+        mesh: a :class:`~faceswap_pl.models.landmarks.mediapipe.MediaPipeMesh`.
         x: (N, 3, S, S) aligned crops in [-1, 1].
         passes: number of levelled reruns; 0 = the plain fixed-ROI mesh.
     Returns:
@@ -102,8 +101,8 @@ class FaceEvaluator:
     Args:
         recognizer: identity-encoder registry name (default ``"facenet"``, the evaluation recognizer)
             or an :class:`~faceswap_pl.models.identity.IdentityEncoder`.
-        mesh: a :class:`~faceswap_pl.models.mediapipe.MediaPipeMesh`; default the zoo's.
-        iris: a :class:`~faceswap_pl.models.mediapipe.MediaPipeIris`; default the zoo's.
+        mesh: a :class:`~faceswap_pl.models.landmarks.mediapipe.MediaPipeMesh`; default the zoo's.
+        iris: a :class:`~faceswap_pl.models.landmarks.mediapipe.MediaPipeIris`; default the zoo's.
         chunk_size: images per forward pass of the networks.
         level_passes: mesh reruns on crops rotated level (:func:`leveled_mesh_3d`); 0 = the fixed ROI.
 

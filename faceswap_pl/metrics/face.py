@@ -2,7 +2,7 @@
 
 Inputs are the outputs of the frozen landmark models for aligned crops: MediaPipe mesh points
 (N, 468, 3) or (N, 468, 2) and MediaPipe iris points (N, 152, 2), all in unit crop coordinates
-(:mod:`faceswap_pl.models.mediapipe`). Distances are normalised by an inter-ocular distance (IOD,
+(:mod:`faceswap_pl.models.landmarks.mediapipe`; index sets in :mod:`faceswap_pl.models.landmarks.topology`). Distances are normalised by an inter-ocular distance (IOD,
 same unit), so the numbers are fractions of the eye distance and do not depend on the crop size.
 The fits run in float64; results come back in the input's dtype.
 """
@@ -19,42 +19,16 @@ from faceswap_pl.metrics.geometry import (
     rotation_matrix_angle_deg,
     similarity_align,
 )
-from faceswap_pl.models.mediapipe import IRIS_CENTRE_INDICES, IRIS_PER_EYE, MESH_EYE_CONTOUR
-
-MESH_POINTS = 468
-IRIS_OUTPUT_POINTS = 2 * IRIS_PER_EYE  # 152
-
-# --- MediaPipe face-mesh index sets (468-point topology; "image-left" = the subject's right side) ---------------
-#: lips: outer contour (20 points, from the image-left mouth corner 61 along the lower lip to the
-#: image-right corner 291 and back along the upper lip), then inner contour (20 points, corners 78 / 308)
-MESH_LIPS = (
-    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
-    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,
+from faceswap_pl.models.landmarks.topology import (
+    IRIS_CENTRE_INDICES,
+    IRIS_EYE_SET,
+    IRIS_OUTPUT_POINTS,
+    MESH_EXPRESSION,
+    MESH_EYES,
+    MESH_FACE_OVAL,
+    MESH_POINTS,
+    MESH_STABLE,
 )
-#: eyebrows, image-left brow then image-right brow: 5 lower-edge then 5 upper-edge points each, outer to inner
-MESH_BROWS = (
-    (46, 53, 52, 65, 55, 70, 63, 105, 66, 107),
-    (276, 283, 282, 295, 285, 300, 293, 334, 296, 336),
-)
-#: eyelid contours (16 points per eye, image-left eye first): the mesh's ``MESH_EYE_CONTOUR``
-MESH_EYES = MESH_EYE_CONTOUR
-#: the points that carry expression: lips, both eyelid contours, both brows (92 points)
-MESH_EXPRESSION = MESH_LIPS + MESH_EYES[0] + MESH_EYES[1] + MESH_BROWS[0] + MESH_BROWS[1]
-#: every other mesh point (forehead, nose, cheeks, jaw, face oval: 376 points), the near-rigid part of the
-#: head that expression and pose are aligned / measured on
-MESH_STABLE = tuple(i for i in range(MESH_POINTS) if i not in set(MESH_EXPRESSION))
-#: face-oval silhouette, 36 points clockwise in the image from the forehead top (10) over the image-right
-#: temple, jaw and chin (152) back up the image-left side
-MESH_FACE_OVAL = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)
-
-# --- MediaPipe iris-model index sets (152-point output of MediaPipeIris) ---------------------------------------
-#: eyelid contours of both eyes (outputs 0-15 and 76-91, matching MESH_EYE_CONTOUR)
-IRIS_EYELIDS = (tuple(range(0, 16)), tuple(range(IRIS_PER_EYE, IRIS_PER_EYE + 16)))
-#: what the eye distance compares: image-left eyelid + iris centre, image-right eyelid + iris centre (34 points)
-IRIS_EYE_SET = IRIS_EYELIDS[0] + (IRIS_CENTRE_INDICES[0],) + IRIS_EYELIDS[1] + (IRIS_CENTRE_INDICES[1],)
 
 
 def _eps(x: torch.Tensor) -> float:
@@ -198,7 +172,6 @@ def jitter(swap_seq: torch.Tensor, target_seq: torch.Tensor, eye_indices=None) -
 
 
 __all__ = [
-    "MESH_LIPS", "MESH_BROWS", "MESH_EYES", "MESH_EXPRESSION", "MESH_STABLE", "MESH_FACE_OVAL", "IRIS_EYELIDS",
-    "IRIS_EYE_SET", "inter_ocular_distance", "expression_distance", "eye_distance", "pose_distance_deg",
+    "inter_ocular_distance", "expression_distance", "eye_distance", "pose_distance_deg",
     "shape_distance", "jitter",
 ]

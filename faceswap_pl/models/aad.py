@@ -15,14 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from faceswap_pl.models.sizing import (
-    InputShapeError,
-    ModelOptionError,
-    check_positive_int,
-    check_width,
-    level_resolutions,
-    scaled,
-)
+from faceswap_pl.errors import InputShapeError, ModelOptionError
+from faceswap_pl.models.sizing import check_positive_int, check_width, level_resolutions, scaled
 from faceswap_pl.models.weight_init import ghost_weight_init
 
 BLOCK_COUNT_HINT = "GHOST published 1, 2 and 3; 2 is FaceShifter's block"

@@ -23,7 +23,7 @@ from torch import nn
 from faceswap_pl.errors import CheckpointMismatchError
 from faceswap_pl.models.aad import AADGenerator, generator_channels
 from faceswap_pl.models.attributes import create_attribute_encoder
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
 from faceswap_pl.models.sizing import IMAGE_SIZES, MAX_WIDTH
 
 

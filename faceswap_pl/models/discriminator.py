@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
-from faceswap_pl.models.sizing import InputShapeError, ModelOptionError, check_positive_int
+from faceswap_pl.errors import InputShapeError, ModelOptionError
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.sizing import check_positive_int
 
 NORMS = {
     "instance": lambda c: nn.InstanceNorm2d(c, affine=False),  # no state: GHOST's D has none

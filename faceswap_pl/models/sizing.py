@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from faceswap_pl.errors import FaceSwapError, InputShapeError, ModelOptionError  # noqa: F401 (re-exported)
+from faceswap_pl.errors import ModelOptionError
 
 IMAGE_SIZES = (64, 128, 256, 512)
 MAX_WIDTH = 4.0

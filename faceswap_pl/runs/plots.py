@@ -16,6 +16,7 @@ from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.runs.compare import GroupComparison, metric_order
 from faceswap_pl.runs.store import names_list, tracking_client
 
+
 def plot_groups(result: GroupComparison, out_png: str | os.PathLike) -> Path:
     """The groups' means with their 95% intervals as error bars, one panel per metric."""
     labels = [", ".join(str(v) for v in g["key"].values()) for g in result.groups]

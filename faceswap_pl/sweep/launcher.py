@@ -11,8 +11,20 @@ from pathlib import Path
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.sweep.spec import load_spec
-from faceswap_pl.sweep.study import (ATTR_EXPERIMENT, ATTR_OUT, ATTR_PARENT, ATTR_SPEC, ATTR_URI, default_storage,
-                                     grid_points, is_rdb, load_study, make_pruner, make_sampler, open_storage)
+from faceswap_pl.sweep.study import (
+    ATTR_EXPERIMENT,
+    ATTR_OUT,
+    ATTR_PARENT,
+    ATTR_SPEC,
+    ATTR_URI,
+    default_storage,
+    grid_points,
+    is_rdb,
+    load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+)
 
 DEFAULT_OUT = Path("outputs") / "sweeps"
 
@@ -167,8 +179,8 @@ def run_sweep(spec_path, gpus=None, workers=None, accelerator=None, storage=None
         console.print("workers finished; the launcher that created the study writes the report")
         return 1 if bad else 0
     markdown, plots = write_report(study, spec, out)
-    from optuna.trial import TrialState
     from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
 
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
     try:

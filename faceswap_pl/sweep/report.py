@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from faceswap_pl.sweep.spec import EVAL_METRICS, SweepSpec, cli_value
 from faceswap_pl.stats import ALPHA, describe, interval, welch_p
+from faceswap_pl.sweep.spec import EVAL_METRICS, SweepSpec, cli_value
 
 HEATMAP_PARAMS = ("model.backbone", "model.num_aad_blocks")
 STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}

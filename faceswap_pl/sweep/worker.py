@@ -15,8 +15,18 @@ from pathlib import Path
 
 from faceswap_pl.sweep.callback import CONTEXT_ENV
 from faceswap_pl.sweep.spec import SweepSpec, cli_value
-from faceswap_pl.sweep.study import (ATTR_EXPERIMENT, ATTR_OUT, ATTR_PARENT, ATTR_URI, HEARTBEAT_S, beat,
-                                     fail_stale_trials, load_study, retry_trial, suggest)
+from faceswap_pl.sweep.study import (
+    ATTR_EXPERIMENT,
+    ATTR_OUT,
+    ATTR_PARENT,
+    ATTR_URI,
+    HEARTBEAT_S,
+    beat,
+    fail_stale_trials,
+    load_study,
+    retry_trial,
+    suggest,
+)
 
 CALLBACK = "faceswap_pl.sweep.callback.OptunaReportCallback"
 

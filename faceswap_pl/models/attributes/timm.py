@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceswap_pl.errors import UnknownNameError
-from faceswap_pl.models.attributes import AttributeEncoder
-from faceswap_pl.models.sizing import ModelOptionError, check_width, level_resolutions, scaled
+from faceswap_pl.errors import ModelOptionError, UnknownNameError
+from faceswap_pl.models.attributes.base import ATTRIBUTE_ENCODERS, AttributeEncoder
+from faceswap_pl.models.sizing import check_width, level_resolutions, scaled
 from faceswap_pl.models.weight_init import ghost_weight_init
 
 
@@ -143,3 +143,11 @@ class TimmAttributeEncoder(AttributeEncoder):
                 y = y + self._lateral(r, feats)
             levels.append(y)
         return levels
+
+
+def create_timm_encoder(model_name: str, image_size: int = 256, width: float = 1.0, **kwargs) -> TimmAttributeEncoder:
+    """Factory for ``timm:<model_name>``; kwargs go to ``timm.create_model`` (e.g. ``pretrained=True``)."""
+    return TimmAttributeEncoder(model_name, image_size=image_size, width=width, **kwargs)
+
+
+ATTRIBUTE_ENCODERS.register_prefix("timm:", create_timm_encoder, placeholder="<model_name>")

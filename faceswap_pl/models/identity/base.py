@@ -1,4 +1,4 @@
-"""Identity encoders behind one interface, in one registry.
+"""The identity-encoder interface and its registry.
 
 Every encoder takes aligned face crops — (N, 3, S, S) RGB in [-1, 1] on the ArcFace template scaled
 to S — and returns (N, D) L2-normalised embeddings. Each converts internally (resize to its own
@@ -9,24 +9,16 @@ directly. Pretrained encoders are frozen (:class:`~faceswap_pl.models.frozen.Fro
 network's input chosen by name (:data:`IDENTITY_RESIZES`): GHOST's train.py resizes bilinearly
 without antialiasing (``bilinear``), its inference scales a 224-px crop by 0.5 with
 ``align_corners=True`` (``corners``); ``antialias`` is each encoder's own area-like resize.
-
-Names:
-    ``sface``                  OpenCV zoo SFace, 128-d (zoo; the offline default for the identity loss)
-    ``facenet``                FaceNet Inception-ResNet-v1, 128-d (zoo; the evaluation recognizer)
-    ``arcface_iresnet50``      arcface_torch iresnet50, 512-d, from a user ``backbone.pth``
-    ``arcface_iresnet100``     arcface_torch iresnet100, 512-d, from a user ``backbone.pth`` (GHOST's)
-    ``onnx:<path>``            an insightface ONNX recognizer (``w600k_r50.onnx``, ``glintr100.onnx``)
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
-from faceswap_pl.errors import ModelOptionError, UnknownNameError
+from faceswap_pl.errors import ModelOptionError
 from faceswap_pl.models.frozen import FrozenModule
+from faceswap_pl.registry import Registry
 
 #: how an aligned crop is resized to the identity network's input (see the module docstring)
 IDENTITY_RESIZES = ("bilinear", "corners", "antialias")
@@ -77,34 +69,6 @@ class IdentityEncoder(FrozenModule):
         return F.normalize(self.embed(x), dim=-1)
 
 
-_FACTORIES: dict[str, Callable[..., IdentityEncoder]] = {}
-
-
-def register_identity(name: str):
-    """Decorator registering a factory ``(**kwargs) -> IdentityEncoder`` under ``name``."""
-
-    def wrap(factory):
-        _FACTORIES[name] = factory
-        return factory
-
-    return wrap
-
-
-def _load_factories() -> None:
-    # importing the implementation modules registers them; kept lazy so importing this file is cheap
-    from faceswap_pl.models import arcface, facenet, onnx_encoder, sface  # noqa: F401
-
-
-def identity_names() -> list[str]:
-    _load_factories()
-    return sorted(_FACTORIES) + ["onnx:<path>"]
-
-
-def create_identity_encoder(name: str, **kwargs) -> IdentityEncoder:
-    """Build a frozen identity encoder by registry name (see the module docstring)."""
-    _load_factories()
-    if name.startswith("onnx:"):
-        return _FACTORIES["onnx"](path=name[len("onnx:"):], **kwargs)
-    if name not in _FACTORIES or name == "onnx":
-        raise UnknownNameError(f"Unknown identity encoder '{name}'; valid names: {', '.join(identity_names())}.")
-    return _FACTORIES[name](**kwargs)
+#: the identity encoders by name (implementations register themselves; see the package docstring)
+IDENTITY_ENCODERS = Registry("identity encoder")
+register_identity = IDENTITY_ENCODERS.register

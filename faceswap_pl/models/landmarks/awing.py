@@ -25,9 +25,9 @@ from torch import nn
 
 from faceswap_pl.alignment import resize_aligned
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.models.checkpoint import load_checkpoint_file, load_state_dict_strict
-from faceswap_pl.models.frozen import check_image_batch, to_unit_range
-from faceswap_pl.models.landmarks import LandmarkModel, register_landmarks
+from faceswap_pl.models.frozen import check_image_batch
+from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.landmarks.base import LandmarkModel, register_landmarks
 
 NUM_LANDMARKS = 98  # WFLW; channel 98 of every stack output is the boundary map
 NUM_STACKS = 4
@@ -215,7 +215,8 @@ def soft_argmax_2d(heatmaps: torch.Tensor, beta: float = SOFT_ARGMAX_BETA) -> to
 
     Example:
         >>> h = torch.zeros(1, 1, 64, 64); h[0, 0, 10, 20] = 1.0
-        >>> soft_argmax_2d(h) * 64   # ~ (20.5, 10.5)
+        >>> (soft_argmax_2d(h) * 64).squeeze().tolist()   # the centre of pixel (20, 10)
+        [20.50..., 10.50...]
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"soft_argmax_2d expects (N, K, H, W), got {tuple(heatmaps.shape)}")

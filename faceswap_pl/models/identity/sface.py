@@ -20,7 +20,7 @@ import torch
 
 from faceswap_pl.alignment import resize_aligned
 from faceswap_pl.models.frozen import check_image_batch
-from faceswap_pl.models.identity import IdentityEncoder, register_identity
+from faceswap_pl.models.identity.base import IdentityEncoder, register_identity
 
 RAW_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 CONVERTED_FILE = "sface.onnx"
@@ -36,7 +36,7 @@ def convert(raw_dir: Path, out_dir: Path) -> None:
     """
     import onnx
 
-    from faceswap_pl.models.onnx_import import downgrade_opset, fold_constants, ort_session
+    from faceswap_pl.models.importers.onnx import downgrade_opset, fold_constants, ort_session
 
     model = downgrade_opset(fold_constants(Path(raw_dir) / RAW_FILE))
     out = Path(out_dir) / CONVERTED_FILE
@@ -61,7 +61,7 @@ class SFaceEncoder(IdentityEncoder):
 
     def __init__(self, onnx_path: str | Path):
         super().__init__()
-        from faceswap_pl.models.onnx_import import onnx_to_torch
+        from faceswap_pl.models.importers.onnx import onnx_to_torch
 
         self.onnx_path = str(onnx_path)
         # the cached graph is already folded; no second fold needed
