@@ -27,7 +27,7 @@ ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_it
 
 
 def _iteration(path: Path) -> int:
-    from faceswap_pl.models.checkpoint import read_torch_file
+    from faceswap_pl.models.importers.checkpoint import read_torch_file
 
     return int(read_torch_file(path)["state_dict"]["iteration"])
 
@@ -128,8 +128,24 @@ def test_last_never_resumes_another_job_of_the_experiment(tmp_path, monkeypatch,
     assert main(["fit", *first, "--model.w_id=10", "--ckpt_path", "last"]) == 0
     out = capsys.readouterr().out
     assert "no run of experiment 'tiny_cpu' with this config has a last.ckpt" in out and run_a.info.run_id in out
+    assert f"the newest, {run_a.info.run_id}, differs in model.w_id (" in out  # and in nothing else
+    assert "differs in model.w_id (" in out and ") and " not in out.split("differs in")[1].split(";")[0]
     assert len(client.search_runs([experiment])) == 2  # a new run, started from the beginning
     assert main(["fit", *[a for a in first if "max_iterations" not in a], "--model.max_iterations=3",
                  f"--trainer.logger.init_args.run_id={run_a.info.run_id}", "--ckpt_path", "last"]) == 0
     assert f"in MLflow run {run_a.info.run_id}" in capsys.readouterr().out
     assert _iteration(Path("outputs") / experiment / run_a.info.run_id / "checkpoints" / "last.ckpt") == 3
+
+
+def test_fingerprint_reads_whole_floats_as_ints():
+    """jsonargparse reads ``--trainer.limit_val_batches=0`` as 0 or 0.0 depending on what the process did before;
+    a resumed job must match its run either way, and a real change of value must not."""
+    from faceswap_pl.training.checkpointing import config_fingerprint
+
+    def config(value):
+        return {"trainer": {"limit_val_batches": value, "callbacks": [{"init_args": {"every_n": value}}]},
+                "ckpt_path": "last"}
+
+    assert config_fingerprint(config(0)) == config_fingerprint(config(0.0))
+    assert config_fingerprint(config(0)) != config_fingerprint(config(0.5))
+    assert config_fingerprint(config(0)) == config_fingerprint({**config(0), "ckpt_path": None})

@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, UnsafeCheckpointError
 from faceswap_pl.files import atomic_torch_save
-from faceswap_pl.models.checkpoint import read_torch_file
+from faceswap_pl.models.importers.checkpoint import read_torch_file
 from faceswap_pl.runs.store import flatten_params, resolve_tracking_uri, tracking_client
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
@@ -63,10 +63,40 @@ _NOT_FINGERPRINTED = ("ckpt_path", "config", "weights_only", "trainer.logger.ini
                       "trainer.logger.init_args.run_name")
 
 
+def _whole_floats_as_ints(value):
+    """``0.0`` -> ``0`` throughout a config: jsonargparse reads ``--trainer.limit_val_batches=0`` (type
+    ``int | float``) as ``0.0`` in one process and ``0`` in another (typing caches unions regardless of the order
+    of their members), so a fingerprint must not tell the two apart."""
+    if isinstance(value, dict):
+        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_whole_floats_as_ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _fingerprinted(config: dict) -> dict[str, str]:
+    return {k: v for k, v in flatten_params(_whole_floats_as_ints(config)).items()
+            if not k.startswith(_NOT_FINGERPRINTED)}
+
+
 def config_fingerprint(config: dict) -> str:
     """Hash of a resolved fit config without what differs between a run and its resumption."""
-    flat = {k: v for k, v in flatten_params(config).items() if not k.startswith(_NOT_FINGERPRINTED)}
+    flat = _fingerprinted(config)
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _differing_options(config: dict, params: dict[str, str], shown: int = 8) -> str:
+    """The options whose value in ``config`` differs from a run's logged params, for a message."""
+    flat = {k: v for k, v in flatten_params(config).items() if not k.startswith(_NOT_FINGERPRINTED)}
+    sections = {k.split(".", 1)[0] + "." for k in flat if "." in k}  # hyperparameters logged by the model are not
+    logged = {k for k in params if k.startswith(tuple(sections)) and not k.startswith(_NOT_FINGERPRINTED)}
+    keys = sorted(k for k in set(flat) | logged if flat.get(k) != params.get(k))
+    if not keys:
+        return "no logged option (its fingerprint was written by another version of faceswap_pl)"
+    listed = ", ".join(f"{k} ({params.get(k, 'unset')!r} there, {flat.get(k, 'unset')!r} here)" for k in keys[:shown])
+    return listed + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def _fresh(config, reason: str) -> str:
@@ -110,17 +140,26 @@ def resolve_last(config) -> str | None:
             fingerprint = config_fingerprint(config.as_dict())
             runs = client.search_runs([experiment.experiment_id],
                                       f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}'", max_results=1000)
+        candidates = [root / experiment.experiment_id / r.info.run_id / "checkpoints" / "last.ckpt" for r in runs]
+        candidates = [p for p in candidates if p.is_file()]
+        if not candidates:
+            others = sorted((p for p in (root / experiment.experiment_id).glob("*/checkpoints/last.ckpt")),
+                            key=lambda p: p.stat().st_mtime, reverse=True)
+            hint = ""
+            if others:
+                newest = others[0].parent.parent.name
+                try:
+                    differ = _differing_options(config.as_dict(), client.get_run(newest).data.params)
+                except Exception:  # a folder whose run was deleted from the store
+                    differ = "options that cannot be read (the run is not in the store)"
+                hint = (f" (runs of experiment {name!r} with another config have one: "
+                        f"{', '.join(p.parent.parent.name for p in others[:5])}; the newest, {newest}, differs in "
+                        f"{differ}; resume one with --trainer.logger.init_args.run_id=ID)")
+            return _fresh(config, f"no run of experiment {name!r} with this config has a last.ckpt{hint}")
     except FaceSwapError as error:
         if "does not exist; train first" in str(error):  # no MLflow store yet: nothing was trained
             return _fresh(config, "no MLflow store yet")
         raise
-    candidates = [root / experiment.experiment_id / r.info.run_id / "checkpoints" / "last.ckpt" for r in runs]
-    candidates = [p for p in candidates if p.is_file()]
-    if not candidates:
-        others = sorted(p.parent.parent.name for p in (root / experiment.experiment_id).glob("*/checkpoints/last.ckpt"))
-        hint = (f" (runs of experiment {name!r} with another config have one: {', '.join(others[:5])}; resume one "
-                f"with --trainer.logger.init_args.run_id=ID)") if others else ""
-        return _fresh(config, f"no run of experiment {name!r} with this config has a last.ckpt{hint}")
     newest = max(candidates, key=lambda p: p.stat().st_mtime)
     config.ckpt_path = str(newest)
     init_args["run_id"] = newest.parent.parent.name
