@@ -32,6 +32,9 @@ from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from data_pipelines.errors import DatasetInputError, OutputDirError
 from data_pipelines.extract import ExtractSettings, cached_summary, extract_unit, init_worker, load_group
 from data_pipelines.faces import FaceSettings
@@ -86,8 +89,6 @@ def _write_json(path: Path, data) -> None:
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=Console(stderr=True))
@@ -214,8 +215,6 @@ def build_shards(inputs, out_dir, size: int = 256, detector: str = "yunet", min_
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     if progress:
-        from rich.console import Console
-
         Console(stderr=True, soft_wrap=True).print(
             f"{len(infos)} shards ({kept} kept from an earlier run), {len(identities)} identities, {len(planned)} "
             f"groups, {manifest.frames} frames, {len(skipped)} inputs skipped -> {out_dir} "

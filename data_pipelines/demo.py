@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from data_pipelines.build import build_shards
+from faceswap_pl import zoo
 
 # split -> {relative staged path: zoo media name}
 DEMO_LAYOUT = {
@@ -53,8 +54,6 @@ DEMO_LAYOUT = {
 
 def _media(name: str) -> Path:
     """A zoo media file (the zoo raises its one-sentence ModelNotFetchedError when it is not fetched)."""
-    from faceswap_pl import zoo
-
     return Path(zoo.media_path(name))
 
 

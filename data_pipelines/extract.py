@@ -17,7 +17,9 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
 from data_pipelines.faces import (
     NO_FACE,
@@ -31,8 +33,9 @@ from data_pipelines.faces import (
     readable_image,
 )
 from data_pipelines.sources import Unit
-from data_pipelines.tracking import track_video
+from data_pipelines.video_groups import track_video
 from faceswap_pl.imageio import decode_image
+from faceswap_pl.models.identity import create_identity_encoder
 
 EXTRACT_VERSION = 2
 DONE = "done.json"
@@ -56,12 +59,8 @@ class ExtractSettings:
 
 def init_worker() -> None:
     """Process initializer: one thread per worker for OpenCV and torch (the workers are the parallelism)."""
-    import cv2
-
     cv2.setNumThreads(1)
     try:
-        import torch
-
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
@@ -120,11 +119,7 @@ def embed(jpegs: list[bytes], encoder_name: str) -> np.ndarray:
 
     Raw, not normalised: training normalises them only when ``model.normalize_identity`` asks for it.
     """
-    import torch
-
     if encoder_name not in _ENCODERS:
-        from faceswap_pl.models.identity import create_identity_encoder
-
         _ENCODERS[encoder_name] = create_identity_encoder(encoder_name).eval()
     encoder = _ENCODERS[encoder_name]
     out = []

@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from faceswap_pl.alignment import align_face, transform_points
 from faceswap_pl.imageio import decode_image, encode_jpeg
+from faceswap_pl.models.detectors import create_detector
 
 # reasons in skipped.json
 UNREADABLE_IMAGE = "unreadable image"
@@ -63,8 +66,6 @@ def get_detector(name: str, min_score: float):
     """
     key = f"{name}@{min_score}"
     if key not in _DETECTORS:
-        from faceswap_pl.models.detectors import create_detector
-
         _DETECTORS[key] = create_detector(name, score_threshold=min(0.5, float(min_score)))
     return _DETECTORS[key]
 
@@ -87,8 +88,6 @@ def detect_faces(detector, image: np.ndarray) -> list:
     The retry finds faces that fill the whole picture (tightly cropped or already-aligned datasets),
     which detectors trained on scenes tend to miss. Coordinates are always in ``image`` pixels.
     """
-    import cv2
-
     faces = detector.detect(image)
     if faces:
         return faces
@@ -113,8 +112,6 @@ def main_face(faces: list):
 
 def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian of the grey crop resized to 128 px (higher = sharper)."""
-    import cv2
-
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     if grey.shape[0] != SHARPNESS_SIZE:
         grey = cv2.resize(grey, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
@@ -124,8 +121,6 @@ def sharpness(crop: np.ndarray) -> float:
 def crop_face(image: np.ndarray, face, settings: FaceSettings, source: str,
               frame_index: int | None = None) -> tuple[Crop | None, str | None]:
     """Filter and align one detected face: ``(crop, None)`` when it passes, else ``(None, reason)``."""
-    from faceswap_pl.alignment import align_face, transform_points
-
     if face.score < settings.min_score:
         return None, LOW_SCORE
     if face_size(face) < settings.min_face:

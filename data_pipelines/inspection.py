@@ -9,11 +9,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 from data_pipelines.errors import DatasetInputError
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, ShardSchemaError, parse_key
 from faceswap_pl.files import read_json, sha256_of
+from faceswap_pl.imageio import decode_image
 
 
 def read_manifest(dataset: str | Path) -> Manifest:
@@ -118,10 +120,6 @@ def _shorten(text: str, width: int) -> str:
 
 def contact_sheet(dataset: str | Path, path: str | Path, groups: int = 24, columns: int = 6, tile: int = 128) -> Path:
     """A PNG grid of the first frame of the first ``groups`` groups, each labelled with its identity."""
-    import cv2
-
-    from faceswap_pl.imageio import decode_image
-
     tiles = []
     for _, meta, jpegs in iter_samples(dataset, frames=True):
         if len(tiles) >= groups:

@@ -14,6 +14,7 @@ distance is kept (:func:`ghost_alignment`).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,8 +120,6 @@ def align_face(image: np.ndarray, keypoints: np.ndarray, size: int,
 
     Outside the image the ``arcface`` crop reflects the border; the ``ghost`` crop is black there, as GHOST's.
     """
-    import cv2
-
     m = alignment_matrix(keypoints, size, template)
     border = cv2.BORDER_CONSTANT if template == "ghost" else cv2.BORDER_REFLECT
     crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)

@@ -16,12 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, BinaryIO
 
 from faceswap_pl.errors import FaceSwapError
 
@@ -63,12 +61,13 @@ def atomic_path(path: str | Path, error: type[Exception] = FaceSwapError) -> Ite
         partial.unlink(missing_ok=True)
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder, flushed to disk, and a rename."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(handle)`` into a temporary file next to ``path``, flushed to disk, then renamed to ``path``
+    (the folder is created); e.g. ``atomic_write(path, functools.partial(torch.save, checkpoint))``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as partial:
         with open(partial, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from faceswap_pl.cli import main
-from faceswap_pl.files import atomic_torch_save
+from faceswap_pl.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--config", str(ROOT / "experiments" / "tiny_cpu.yaml"), "--model.max_iterations=8",
@@ -81,7 +81,7 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, monkeyp
 
 def test_atomic_save_keeps_the_old_file_when_the_write_dies(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
-    atomic_torch_save({"iteration": 1}, path)
+    atomic_write(path, lambda handle: torch.save({"iteration": 1}, handle))
 
     def dies_half_way(obj, handle):
         handle.write(b"PK\x03\x04 half a checkpoint")
@@ -89,7 +89,7 @@ def test_atomic_save_keeps_the_old_file_when_the_write_dies(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        atomic_torch_save({"iteration": 2}, path)
+        atomic_write(path, lambda handle: torch.save({"iteration": 2}, handle))
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"iteration": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

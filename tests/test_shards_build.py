@@ -20,7 +20,7 @@ import torch
 
 from data_pipelines import DatasetInputError, OutputDirError, build_shards
 from data_pipelines.inspection import iter_samples
-from data_pipelines.tracking import FaceTracker
+from data_pipelines.video_groups import FaceTracker
 from faceswap_pl.alignment import arcface_template
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
 from faceswap_pl.files import sha256_of

@@ -19,7 +19,7 @@ from faceswap_pl.inference.masks import (
     jaw_offset,
 )
 from faceswap_pl.inference.pipeline import paste_back
-from faceswap_pl.inference.tracking import KeypointSmoother
+from faceswap_pl.inference.smoothing import KeypointSmoother
 from faceswap_pl.models.detectors import Face
 from faceswap_pl.models.landmarks.topology import MESH_FACE_OVAL
 

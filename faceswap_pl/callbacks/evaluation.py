@@ -31,6 +31,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.metrics import FaceEvaluator
 from faceswap_pl.visual import image_grid, write_png
 
 
@@ -82,8 +83,6 @@ class EvaluationCallback(L.Callback):
 
     def evaluator(self, device: torch.device):
         if self._evaluator is None:
-            from faceswap_pl.metrics import FaceEvaluator
-
             self._evaluator = FaceEvaluator(recognizer=self.recognizer)
         return self._evaluator.to(device)
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from faceswap_pl.data.evalpairs import EvalPairs
+
 
 class SyntheticPairs(Dataset):
     """``length`` deterministic pairs of (3, S, S) images in [-1, 1] drawn from ``identities`` patterns."""
@@ -62,8 +64,6 @@ class SyntheticPairDataModule(L.LightningDataModule):
 
     def eval_pairs(self):
         """Fixed different-identity pairs of the validation patterns, and a gallery of 2 frames per identity."""
-        from faceswap_pl.data.evalpairs import EvalPairs
-
         if self._eval is None:
             hp = self.hparams
             data = SyntheticPairs(hp.image_size, 1, hp.identities, 0.0, hp.seed + 1)

@@ -21,6 +21,7 @@ encoder sees), ``source`` = ``Xs`` (what the discriminator sees as real), ``targ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceswap_pl.errors import FaceSwapError
-from faceswap_pl.files import atomic_torch_save
+from faceswap_pl.files import atomic_write
 
 #: GHOST's batch fields in order, and the module's names for them
 GHOST_FIELDS = ("Xs_orig", "Xs", "Xt", "same_person")
@@ -137,7 +138,7 @@ def record_batches(batches: Iterable[Mapping[str, torch.Tensor]], path: str | Pa
             break
     if len(recorded) < count:
         raise TensorBatchError(f"The stream ended after {len(recorded)} of {count} batches.")
-    atomic_torch_save(recorded, path)
+    atomic_write(path, functools.partial(torch.save, recorded))
     return len(recorded)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from faceswap_pl.models.landmarks.topology import MESH_FACE_OVAL
@@ -86,8 +87,6 @@ def hull_mask(points: np.ndarray, size: int, rule: MaskRule = DEFAULT_RULE) -> n
         (size, size) float32 in [0, 1]: 1 inside the (eroded / dilated) face-oval hull, a Gaussian edge, and 0 on
         a border of twice the vertical sigma so the mask never reaches the crop's edge.
     """
-    import cv2
-
     scale = size / REFERENCE_SIZE
     oval = np.asarray(points, dtype=np.float64)[list(MESH_FACE_OVAL)] * size
     hull = cv2.convexHull(np.round(oval).astype(np.int32))

@@ -18,7 +18,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import av
 import numpy as np
+from PIL import Image, PngImagePlugin
 
 from faceswap_pl.errors import MediaError
 from faceswap_pl.files import atomic_path
@@ -39,8 +41,6 @@ def is_image(path: str | Path) -> bool:
 
 def write_image(path: str | Path, rgb: np.ndarray, tag: str = SYNTHETIC_TAG) -> Path:
     """Write an RGB uint8 image as PNG or JPEG (by suffix) carrying the synthetic-content tag."""
-    from PIL import Image, PngImagePlugin
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".png", ".jpg", ".jpeg"):
@@ -60,8 +60,6 @@ def write_image(path: str | Path, rgb: np.ndarray, tag: str = SYNTHETIC_TAG) -> 
 
 def image_tag(path: str | Path) -> str | None:
     """The synthetic tag of an image written by :func:`write_image` (None when absent)."""
-    from PIL import Image
-
     with Image.open(path) as image:
         if image.format == "PNG":
             return image.text.get("Synthetic")
@@ -80,8 +78,6 @@ class VideoInfo:
 
 
 def _open_input(path: Path):
-    import av
-
     if not path.is_file():
         raise MediaError(f"The video {path} does not exist; check the path.")
     if path.stat().st_size == 0:
@@ -112,8 +108,6 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def video_tag(path: str | Path) -> str | None:
-    import av
-
     with av.open(str(path)) as container:
         return container.metadata.get("comment")
 
@@ -127,8 +121,6 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[Iterator[np.n
     the output container takes its codec, else re-encoded to AAC. The video is H.264 (yuv420p; yuv444p for odd sizes) at the source's average frame rate.
     Returns the information of the written file.
     """
-    import av
-
     src, dst = Path(src), Path(dst)
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise MediaError(f"Output video {dst} must end in .mp4, .mov or .mkv.")
@@ -217,8 +209,6 @@ COPYABLE_AUDIO = {
 def _audio_stream(out, in_audio, suffix: str):
     """``(output stream, resampler)``: a packet-copy stream when the container takes the codec (resampler None),
     else an AAC stream fed through a resampler."""
-    import av
-
     copyable = COPYABLE_AUDIO.get(suffix)
     if copyable is None or in_audio.codec_context.name in copyable:
         try:

@@ -22,9 +22,11 @@ from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.inference.generators import SwapModel
 from faceswap_pl.inference.masks import DEFAULT_RULE, MaskRule, adaptive_rule, full_mask, hull_mask, jaw_offset
 from faceswap_pl.inference.options import DEFAULT_THRESHOLD, MASK_MODES
-from faceswap_pl.inference.tracking import KeypointSmoother, TrackedFace
+from faceswap_pl.inference.smoothing import KeypointSmoother, TrackedFace
 from faceswap_pl.models.detectors import Face, FaceDetector, create_detector
 from faceswap_pl.models.detectors.tracks import DEFAULT_MAX_JUMP
+from faceswap_pl.models.identity import create_identity_encoder
+from faceswap_pl.models.landmarks.mediapipe import MediaPipeMesh
 
 
 class NoFaceError(FaceSwapError):
@@ -80,8 +82,6 @@ class FaceSwapper:
                  mask: str = "adaptive", smooth: int = 2, jump: float = DEFAULT_MAX_JUMP, restorer=None,
                  restore_large_only: bool = True, batch_size: int = 8, device: str | torch.device = "cpu",
                  recognizer: str = "facenet") -> None:
-        from faceswap_pl.models.landmarks.mediapipe import MediaPipeMesh
-
         if mask not in MASK_MODES:
             raise FaceSwapError(f"Unknown mask {mask!r}; choose one of {', '.join(MASK_MODES)}.")
         if batch_size < 1:
@@ -100,8 +100,6 @@ class FaceSwapper:
         self.embedding = model.embed(to_tensor([crop], self.device))
         self.recognizer, self.reference_embedding = None, None
         if reference is not None:
-            from faceswap_pl.models.identity import create_identity_encoder
-
             self.recognizer = create_identity_encoder(recognizer).to(self.device)
             ref = self._largest(reference, "reference image (--target-face)")
             self.reference_embedding = self._recognize(reference, [ref])

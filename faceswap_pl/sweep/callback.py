@@ -18,7 +18,10 @@ import os
 import signal
 from pathlib import Path
 
+import optuna
 from lightning.pytorch.callbacks import Callback
+
+from faceswap_pl.sweep.study import load_study
 
 CONTEXT_ENV = "FACESWAP_SWEEP_CONTEXT"
 # test hook: a trial with this number kills itself (SIGKILL) at its first validation, unless it is a retry
@@ -43,10 +46,6 @@ class OptunaReportCallback(Callback):
 
     def _optuna_trial(self):
         if self._trial is None:
-            import optuna
-
-            from faceswap_pl.sweep.study import load_study
-
             study, _ = load_study(self.context["study"], self.context["storage"])
             self._trial = optuna.trial.Trial(study, self.context["trial_id"])
         return self._trial

@@ -9,7 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from rich.markdown import Markdown
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.runs.store import resolve_tracking_uri
+from faceswap_pl.sweep.report import log_report, write_report
 from faceswap_pl.sweep.spec import load_spec
 from faceswap_pl.sweep.study import (
     ATTR_EXPERIMENT,
@@ -25,6 +33,7 @@ from faceswap_pl.sweep.study import (
     make_sampler,
     open_storage,
 )
+from faceswap_pl.sweep.worker import effective_trials
 
 DEFAULT_OUT = Path("outputs") / "sweeps"
 
@@ -39,11 +48,6 @@ def parse_gpus(text: str) -> list[str]:
 
 def prepare(spec_path, storage=None, resume=False, join=False, tracking_uri=None, out=None):
     """Create (or load) the study, the MLflow experiment and the parent run; return (study, spec, storage, out)."""
-    import optuna
-    from mlflow.tracking import MlflowClient
-
-    from faceswap_pl.runs.store import resolve_tracking_uri
-
     spec = load_spec(spec_path)
     out = Path(out or DEFAULT_OUT / spec.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -91,9 +95,6 @@ def prepare(spec_path, storage=None, resume=False, join=False, tracking_uri=None
 
 
 def _progress(study, n_trials: int, workers: list, console) -> None:
-    from optuna.trial import TrialState
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                   TimeElapsedColumn(), console=console, transient=not console.is_terminal) as progress:
         task = progress.add_task("sweep", total=n_trials)
@@ -121,11 +122,6 @@ def worker_threads(workers: int) -> dict[str, str]:
 
 def run_sweep(spec_path, gpus=None, workers=None, accelerator=None, storage=None, resume=False, join=False,
               tracking_uri=None, out=None, console=None) -> int:
-    from rich.markdown import Markdown
-
-    from faceswap_pl.sweep.report import log_report, write_report
-    from faceswap_pl.sweep.worker import effective_trials
-
     if gpus and (workers or (accelerator and accelerator != "gpu")):
         raise FaceSwapError("--gpus starts one worker per listed GPU; do not combine it with --workers or "
                             "--accelerator cpu.")
@@ -179,8 +175,6 @@ def run_sweep(spec_path, gpus=None, workers=None, accelerator=None, storage=None
         console.print("workers finished; the launcher that created the study writes the report")
         return 1 if bad else 0
     markdown, plots = write_report(study, spec, out)
-    from mlflow.tracking import MlflowClient
-    from optuna.trial import TrialState
 
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
     try:
@@ -216,8 +210,6 @@ def best_trial_run(target: str, storage=None, out=None) -> tuple[str, str, objec
     Best: by the (mean) objective; in a multi-objective study, the Pareto-front configuration best on the
     first objective. With repeats, the run is that configuration's seed whose final evaluation is best on it.
     """
-    from optuna.trial import TrialState
-
     study, spec, _ = open_sweep(target, storage, out)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values]
     if not complete:
@@ -240,10 +232,6 @@ def best_trial_run(target: str, storage=None, out=None) -> tuple[str, str, objec
 
 
 def report_command(target: str, storage=None, out=None, console=None) -> int:
-    from rich.markdown import Markdown
-
-    from faceswap_pl.sweep.report import log_report, write_report
-
     study, spec, out = open_sweep(target, storage, out)
     markdown, plots = write_report(study, spec, out)
     try:

@@ -22,6 +22,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
 from faceswap_pl.stats import ALPHA, describe, interval, welch_p
 from faceswap_pl.sweep.spec import EVAL_METRICS, SweepSpec, cli_value
 
@@ -50,8 +56,6 @@ def report_metrics(spec: SweepSpec) -> list[str]:
 
 def configurations(study, spec: SweepSpec) -> list[dict]:
     """The completed configurations: trial, params, per-seed final metrics and their summary, best first."""
-    from optuna.trial import TrialState
-
     found = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         seeds = trial.user_attrs.get("seed_metrics") or {}
@@ -177,8 +181,6 @@ CHANCE = {"eval/id_top1": "eval/id_top1_chance", "eval/id_top5": "eval/id_top5_c
 
 
 def _error_bars(ax, labels: list[str], summaries: list[dict], metric: str, chance: dict[str, float]) -> None:
-    import numpy as np
-
     means = [s["mean"] for s in summaries]
     errors = [s["ci95"] if math.isfinite(s["ci95"]) else 0.0 for s in summaries]
     ax.errorbar(np.arange(len(labels)), means, yerr=errors, fmt="o", capsize=4)
@@ -190,32 +192,34 @@ def _error_bars(ax, labels: list[str], summaries: list[dict], metric: str, chanc
     ax.grid(axis="y", alpha=0.3)
 
 
-def _plot_configurations(configs: list[dict], spec: SweepSpec, path: Path, chance: dict[str, float]) -> Path | None:
-    import matplotlib.pyplot as plt
+def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (6, 4), **kwargs):
+    """A figure drawn by the Agg canvas and its axes, without pyplot's global state or backend."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, **kwargs)
 
+
+def _plot_configurations(configs: list[dict], spec: SweepSpec, path: Path, chance: dict[str, float]) -> Path | None:
     if not configs:
         return None
     labels = [", ".join(cli_value(v) for v in c["params"].values()) for c in configs]
-    fig, axes = plt.subplots(1, len(spec.metrics), figsize=(1.5 + 1.2 * len(configs) * len(spec.metrics), 4),
-                             squeeze=False)
+    fig, axes = _figure(1, len(spec.metrics), figsize=(1.5 + 1.2 * len(configs) * len(spec.metrics), 4),
+                        squeeze=False)
     for ax, metric in zip(axes[0], spec.metrics):
         _error_bars(ax, labels, [c["summary"][metric] for c in configs], metric, chance)
     seeds = max(len(c["seeds"]) for c in configs)
     fig.suptitle(f"per configuration: mean and 95% interval over {seeds} seed(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _plot_factors(rows: list[dict], spec: SweepSpec, path: Path, chance: dict[str, float]) -> Path | None:
-    import matplotlib.pyplot as plt
-
     factors = list(dict.fromkeys(row["factor"] for row in rows))
     if not factors:
         return None
-    fig, axes = plt.subplots(len(spec.metrics), len(factors), figsize=(1 + 3 * len(factors), 3 * len(spec.metrics)),
-                             squeeze=False)
+    fig, axes = _figure(len(spec.metrics), len(factors), figsize=(1 + 3 * len(factors), 3 * len(spec.metrics)),
+                        squeeze=False)
     for j, factor in enumerate(factors):
         chosen = [row for row in rows if row["factor"] == factor]
         for i, metric in enumerate(spec.metrics):
@@ -225,14 +229,10 @@ def _plot_factors(rows: list[dict], spec: SweepSpec, path: Path, chance: dict[st
     fig.suptitle("marginal means per level, 95% intervals")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _plot_history(study, spec: SweepSpec, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-    from optuna.trial import TrialState
-
     if spec.multi_objective:
         return None
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
@@ -243,7 +243,7 @@ def _plot_history(study, spec: SweepSpec, path: Path) -> Path | None:
         if current is None or (t.value > current if spec.direction == "maximize" else t.value < current):
             current = t.value
         best.append(current)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     ax.plot([t.number for t in complete], [t.value for t in complete], "o", label="trial (mean over seeds)")
     ax.step([t.number for t in complete], best, where="post", label="best so far")
     ax.set_xlabel("trial")
@@ -252,14 +252,10 @@ def _plot_history(study, spec: SweepSpec, path: Path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _plot_heatmap(configs: list[dict], spec: SweepSpec, name: str, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     if not all(p in spec.space for p in HEATMAP_PARAMS) or not configs:
         return None
     rows_p, cols_p = HEATMAP_PARAMS
@@ -272,7 +268,7 @@ def _plot_heatmap(configs: list[dict], spec: SweepSpec, name: str, path: Path) -
     grid = np.full((len(rows), len(cols)), np.nan)
     for c in configs:  # one configuration per cell; the mean over its seeds
         grid[rows.index(c["params"][rows_p]), cols.index(c["params"][cols_p])] = c["summary"][spec.metric]["mean"]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(cols), 1.2 + 0.8 * len(rows)))
+    fig, ax = _figure(figsize=(1.5 + 1.2 * len(cols), 1.2 + 0.8 * len(rows)))
     image = ax.imshow(grid, cmap="viridis" if spec.direction == "maximize" else "viridis_r")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
@@ -286,17 +282,11 @@ def _plot_heatmap(configs: list[dict], spec: SweepSpec, name: str, path: Path) -
     ax.set_title(f"{name}: {spec.metric}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def write_report(study, spec: SweepSpec, out: Path) -> tuple[str, list[Path]]:
     """Write ``<out>/report.md`` and the PNGs; return the markdown and the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna.trial import TrialState
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = study.study_name
@@ -340,8 +330,6 @@ def write_report(study, spec: SweepSpec, out: Path) -> tuple[str, list[Path]]:
 
 
 def log_report(tracking_uri: str, run_id: str, files: list[Path]) -> None:
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     for path in files:
         client.log_artifact(run_id, str(path))

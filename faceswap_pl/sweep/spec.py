@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from faceswap_pl.errors import FaceSwapError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -333,8 +335,6 @@ def _check_objective_metric(source: str, key: str, metric: str) -> None:
 
 def _check_evaluation_callback(source: str, base_config: list[str], overrides: list[str]) -> None:
     """The objectives are logged by the evaluation callback: the trial configs must have one."""
-    import yaml
-
     if any(EVALUATION_CALLBACK in override for override in overrides):
         return
     for path in base_config:
@@ -353,8 +353,6 @@ def _check_evaluation_callback(source: str, base_config: list[str], overrides: l
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec YAML file."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FaceSwapError(f"Sweep spec {path} not found; give the path of a YAML spec such as sweeps/tiny_cpu.yaml.")

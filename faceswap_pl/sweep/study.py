@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from pathlib import Path
+
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.sweep.spec import SweepSpec
@@ -35,8 +40,6 @@ def open_storage(url: str, max_retries: int = 2, heartbeat_s: float = HEARTBEAT_
     Optuna's JournalStorage has no heartbeat, so for journal files the sweep worker keeps its own
     (:func:`beat` / :func:`fail_stale_trials`).
     """
-    import optuna
-
     if is_rdb(url):
         try:
             return optuna.storages.RDBStorage(
@@ -49,7 +52,6 @@ def open_storage(url: str, max_retries: int = 2, heartbeat_s: float = HEARTBEAT_
     if "://" in url:
         raise FaceSwapError(f"Optuna storage {url!r} is neither an RDB URL ({', '.join(RDB_SCHEMES)}) nor a "
                             f"journal file path; use e.g. sqlite:///sweep.db or out/sweep.journal.")
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(url).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,16 +59,12 @@ def open_storage(url: str, max_retries: int = 2, heartbeat_s: float = HEARTBEAT_
 
 
 def make_sampler(spec: SweepSpec, seed: int):
-    import optuna
-
     if spec.sampler in ("grid", "random"):  # grid: the launcher enqueues every grid point (see grid_points)
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
 
 def make_pruner(spec: SweepSpec):
-    import optuna
-
     if spec.pruner.get("type") == "median":
         options = {k: v for k, v in spec.pruner.items() if k != "type"}
         return optuna.pruners.MedianPruner(**options)
@@ -79,8 +77,6 @@ def grid_points(spec: SweepSpec) -> list[dict]:
     They are enqueued as WAITING trials that workers pop atomically from the storage, so parallel
     workers never run the same point twice (Optuna's GridSampler can, under concurrency).
     """
-    import itertools
-
     grid = spec.grid()
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     return points[:spec.n_trials]
@@ -100,8 +96,6 @@ def suggest(trial, spec: SweepSpec) -> dict:
 
 def load_study(name: str, storage_url: str, spec: SweepSpec | None = None, seed: int = 0):
     """Load an existing study; its spec comes from the study's user attributes when not given."""
-    import optuna
-
     storage = open_storage(storage_url, spec.max_retries if spec else 2)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -124,8 +118,6 @@ def retry_trial(study, trial, max_retries: int) -> bool:
     The retry carries ``failed_trial`` (the first trial number) and ``retry_history`` system
     attributes, as Optuna's deprecated RetryFailedTrialCallback did.
     """
-    import optuna
-
     history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
     if len(history) > max_retries:
         return False
@@ -147,9 +139,6 @@ def fail_stale_trials(study, spec: SweepSpec, grace_s: float = GRACE_S, on_fail=
 
     RDB storages do this through Optuna's own heartbeat; journal files through ``sweep_heartbeat``.
     """
-    import optuna
-    from optuna.trial import TrialState
-
     storage = study._storage
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)

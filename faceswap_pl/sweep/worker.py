@@ -7,12 +7,18 @@ worker), frees all GPU memory between trials, and lets the worker mark a killed 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from faceswap_pl.stats import describe
 from faceswap_pl.sweep.callback import CONTEXT_ENV
 from faceswap_pl.sweep.spec import SweepSpec, cli_value
 from faceswap_pl.sweep.study import (
@@ -63,10 +69,6 @@ def _log(message: str) -> None:
 
 
 def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator: str) -> int:
-    import optuna
-    from mlflow.tracking import MlflowClient
-    from optuna.trial import TrialState
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, spec = load_study(study_name, storage, seed=seed)
     attrs = study.user_attrs
@@ -215,16 +217,12 @@ def run_worker(study_name: str, storage: str, index: int, seed: int, accelerator
 
 def summarize_seeds(finals: dict) -> dict[str, dict[str, float]]:
     """metric -> {mean, std, ci95, n} over the seeds' final evaluations (:func:`~faceswap_pl.stats.describe`)."""
-    from faceswap_pl.stats import describe
-
     metrics = sorted({key for final in finals.values() for key in final if key.startswith("eval/")})
     return {metric: describe([final[metric] for final in finals.values() if metric in final]) for metric in metrics}
 
 
 def _log_summary(client, run_id: str, summary: dict[str, dict[str, float]]) -> None:
     """The configuration's figures over its seeds on its MLflow run: ``mean/``, ``std/`` and ``ci95/`` (half-width)."""
-    import math
-
     for metric, figures in summary.items():
         for name in ("mean", "std", "ci95"):
             if math.isfinite(figures[name]):

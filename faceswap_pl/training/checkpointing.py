@@ -17,6 +17,7 @@ are seen, not how often each image is).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, UnsafeCheckpointError
-from faceswap_pl.files import atomic_torch_save
+from faceswap_pl.files import atomic_write
 from faceswap_pl.models.importers.checkpoint import read_torch_file
 from faceswap_pl.runs.store import flatten_params, resolve_tracking_uri, tracking_client
 
@@ -34,12 +35,12 @@ MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with :func:`~faceswap_pl.files.atomic_torch_save` for local paths."""
+    """Lightning's checkpoint IO with :func:`~faceswap_pl.files.atomic_write` for local paths."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
+        atomic_write(path, functools.partial(torch.save, checkpoint))
 
 
 def use_atomic_checkpoints(trainer) -> None:

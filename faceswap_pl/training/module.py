@@ -18,13 +18,16 @@ from typing import Any, Callable, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from faceswap_pl import losses
-from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.errors import FaceSwapError, ModelOptionError
 from faceswap_pl.models.aei_net import AEINet
 from faceswap_pl.models.discriminator import MultiscaleDiscriminator
-from faceswap_pl.models.identity import IDENTITY_RESIZES
+from faceswap_pl.models.identity import IDENTITY_RESIZES, create_identity_encoder
+from faceswap_pl.models.importers.ghost import init_discriminator_from, init_generator_from
+from faceswap_pl.models.landmarks import create_landmark_model
 from faceswap_pl.training.optim import LeanAdam, make_adam
 
 
@@ -162,8 +165,6 @@ class FaceSwapModule(L.LightningModule):
     @property
     def identity(self) -> nn.Module:
         if "identity" not in self._frozen:
-            from faceswap_pl.models.identity import create_identity_encoder
-
             kwargs = {"weights": self.hparams.identity_weights} if self.hparams.identity_weights else {}
             self._frozen["identity"] = create_identity_encoder(self.hparams.identity_encoder, **kwargs).to(self._device_hint())
         return self._frozen["identity"]
@@ -171,8 +172,6 @@ class FaceSwapModule(L.LightningModule):
     @property
     def eye(self) -> nn.Module:
         if "eye" not in self._frozen:
-            from faceswap_pl.models.landmarks import create_landmark_model
-
             kwargs = {"weights": self.hparams.eye_weights} if self.hparams.eye_weights else {}
             self._frozen["eye"] = create_landmark_model(self.hparams.eye_model, **kwargs).to(self._device_hint())
         return self._frozen["eye"]
@@ -512,10 +511,6 @@ class FaceSwapModule(L.LightningModule):
 
     def load_initial_weights(self) -> None:
         """Load ``init_generator`` / ``init_discriminator`` (GHOST's ``--pretrained``) and restart the EMA copy."""
-        from lightning.pytorch.utilities import rank_zero_info
-
-        from faceswap_pl.models.importers.ghost import init_discriminator_from, init_generator_from
-
         hp = self.hparams
         if hp.init_generator:
             what = init_generator_from(self.generator, hp.init_generator)
@@ -531,8 +526,6 @@ class FaceSwapModule(L.LightningModule):
 
         ``info``: ``{"encoder": name, "vector": "raw" | "unit"}`` from the datamodule, None without embeddings.
         """
-        from faceswap_pl.errors import ModelOptionError
-
         if not info:
             return
         hp = self.hparams
@@ -565,8 +558,6 @@ class FaceSwapModule(L.LightningModule):
 
 
 def _check_options(hp) -> None:
-    from faceswap_pl.errors import ModelOptionError
-
     if hp.real_images not in ("source", "target"):
         raise ModelOptionError(f"model.real_images must be 'source' or 'target', got {hp.real_images!r}.")
     if hp.w_eye > 0 and not hp.eye_model:

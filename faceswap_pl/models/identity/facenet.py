@@ -49,10 +49,13 @@ import json
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from faceswap_pl import zoo
 from faceswap_pl.alignment import resize_aligned, warp_affine
 from faceswap_pl.models.frozen import check_image_batch
 from faceswap_pl.models.identity.base import IdentityEncoder, register_identity
@@ -121,8 +124,6 @@ def keras_h5_to_state_dict(h5_path: Path) -> dict[str, torch.Tensor]:
     (in, out) to (out, in). The Keras config must have the BN flags and residual scales built in
     here, every weighted Keras layer must be used and every torch entry filled, else ``ValueError``.
     """
-    import h5py
-
     model = InceptionResnetV1()
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -166,8 +167,6 @@ def keras_h5_to_state_dict(h5_path: Path) -> dict[str, torch.Tensor]:
 
 def convert(raw_dir: Path, out_dir: Path) -> None:
     """Zoo converter: ``raw_dir/facenet_keras_2024.h5`` -> ``out_dir/facenet_inception_resnet_v1.safetensors``."""
-    from safetensors.torch import save_file
-
     state = keras_h5_to_state_dict(Path(raw_dir) / H5_NAME)
     save_file({k: v.contiguous() for k, v in state.items()}, str(Path(out_dir) / WEIGHTS_NAME),
               metadata={"source": H5_NAME, "format": "faceswap_pl.models.identity.facenet.InceptionResnetV1"})
@@ -175,11 +174,7 @@ def convert(raw_dir: Path, out_dir: Path) -> None:
 
 def load_backbone(weights_dir: Path | None = None) -> InceptionResnetV1:
     """The converted backbone in eval mode, from ``weights_dir`` or the zoo entry ``facenet``."""
-    from safetensors.torch import load_file
-
     if weights_dir is None:
-        from faceswap_pl import zoo
-
         weights_dir = zoo.require("facenet")
     model = InceptionResnetV1()
     model.load_state_dict(load_file(str(Path(weights_dir) / WEIGHTS_NAME)))

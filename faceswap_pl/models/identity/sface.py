@@ -16,11 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
+from faceswap_pl import zoo
 from faceswap_pl.alignment import resize_aligned
 from faceswap_pl.models.frozen import check_image_batch
 from faceswap_pl.models.identity.base import IdentityEncoder, register_identity
+from faceswap_pl.models.importers.onnx import downgrade_opset, fold_constants, onnx_to_torch, ort_session
 
 RAW_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 CONVERTED_FILE = "sface.onnx"
@@ -34,10 +37,6 @@ def convert(raw_dir: Path, out_dir: Path) -> None:
     The folded graph is also lowered to opset 17 (what onnx2torch knows), with a dynamic batch axis,
     and checked by running onnxruntime on one blank 112x112 crop.
     """
-    import onnx
-
-    from faceswap_pl.models.importers.onnx import downgrade_opset, fold_constants, ort_session
-
     model = downgrade_opset(fold_constants(Path(raw_dir) / RAW_FILE))
     out = Path(out_dir) / CONVERTED_FILE
     onnx.save(model, str(out))
@@ -61,7 +60,6 @@ class SFaceEncoder(IdentityEncoder):
 
     def __init__(self, onnx_path: str | Path):
         super().__init__()
-        from faceswap_pl.models.importers.onnx import onnx_to_torch
 
         self.onnx_path = str(onnx_path)
         # the cached graph is already folded; no second fold needed
@@ -81,7 +79,5 @@ class SFaceEncoder(IdentityEncoder):
 @register_identity("sface")
 def create_sface(model_dir: str | Path | None = None) -> SFaceEncoder:
     """Build the frozen SFace encoder from the zoo cache (or from ``model_dir`` holding ``sface.onnx``)."""
-    from faceswap_pl import zoo
-
     folder = Path(model_dir) if model_dir is not None else zoo.require("sface")
     return SFaceEncoder(folder / CONVERTED_FILE)

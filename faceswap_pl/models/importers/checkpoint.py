@@ -22,7 +22,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from faceswap_pl.errors import (
@@ -55,10 +57,6 @@ def _numpy_safe_globals() -> list:
     allowing these keeps such files loadable. Anything else an array holds still needs its own global,
     which the weights-only unpickler keeps refusing.
     """
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return []
     core = getattr(np, "_core", None) or np.core
     found = [np.ndarray, np.dtype, core.multiarray.scalar, core.multiarray._reconstruct]
     dtypes = getattr(np, "dtypes", None)
@@ -108,8 +106,6 @@ def _unreadable(path: Path, exc: BaseException) -> str:
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:

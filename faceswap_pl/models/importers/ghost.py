@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from faceswap_pl.errors import CheckpointMismatchError
+from faceswap_pl.models.aei_net import GhostGeneratorLayout
 from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 #: a ``FaceSwapModule`` state dict (a ``faceswap-pl fit`` checkpoint): part prefix -> a key only that part has
@@ -38,8 +39,6 @@ def _discriminator_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, 
 
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     """A short phrase naming what the weights are, e.g. ``"a GHOST-layout 'unet' generator with 2 AAD blocks ..."``."""
-    from faceswap_pl.models.aei_net import GhostGeneratorLayout
-
     keys = list(state_dict)
     if any(k.startswith("generator.encoder.") for k in keys) and any(k.startswith("discriminator.") for k in keys):
         return "a faceswap-pl training checkpoint (generator and discriminator)"
@@ -88,8 +87,6 @@ def init_generator_from(generator: nn.Module, path: str | Path, option: str = "m
     Raises:
         CheckpointMismatchError: one sentence naming what the file holds and the option that fits it.
     """
-    from faceswap_pl.models.aei_net import GhostGeneratorLayout
-
     state_dict, what = _read_slot(path, "generator.")
     layout = GhostGeneratorLayout.infer(state_dict)
     if layout is None:

@@ -24,8 +24,9 @@ from typing import Iterable
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 from torch import fx, nn
 
 from faceswap_pl.errors import ModelFileError
@@ -320,7 +321,6 @@ def downgrade_opset(model: onnx.ModelProto, target: int = TORCH_MAX_OPSET) -> on
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), target)
     if version <= target:
         return model
-    from onnx import version_converter
 
     try:
         return version_converter.convert_version(model, target)
@@ -358,8 +358,6 @@ def ort_session_options(threads: int = 1):
     Intra-op threads limited to ``threads``, one inter-op thread, spinning disabled for both pools,
     sequential execution, only errors logged.
     """
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
@@ -379,8 +377,6 @@ def ort_session(model: str | Path | onnx.ModelProto | bytes, threads: int = 1,
         threads: intra-op threads.
         providers: execution providers, CPU by default.
     """
-    import onnxruntime as ort
-
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif isinstance(model, Path):

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import tflite
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from faceswap_pl.errors import UnsupportedTFLiteOpError
@@ -238,8 +240,6 @@ class _Graph:
     _NP_TYPES = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64, "FLOAT16": np.float16}
 
     def __init__(self, data: bytes):
-        import tflite
-
         self.tflite = tflite
         self.data = data
         self.model = tflite.Model.GetRootAsModel(data, 0)
@@ -400,8 +400,6 @@ def import_tflite(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def save_tflite_import(tflite_path: str | Path, out_dir: str | Path, stem: str) -> tuple[Path, Path]:
     """Import ``tflite_path`` and write ``out_dir/<stem>.json`` and ``out_dir/<stem>.safetensors``."""
-    from safetensors.torch import save_file
-
     spec, state = import_tflite(tflite_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -449,8 +447,6 @@ class TFLiteModule(nn.Module):
     @classmethod
     def load(cls, spec_path: str | Path, weights_path: str | Path | None = None) -> "TFLiteModule":
         """Rebuild from ``<stem>.json`` (and ``<stem>.safetensors`` next to it unless given)."""
-        from safetensors.torch import load_file
-
         spec_path = Path(spec_path)
         weights_path = Path(weights_path) if weights_path else spec_path.with_suffix(".safetensors")
         return cls(json.loads(spec_path.read_text()), load_file(str(weights_path)))

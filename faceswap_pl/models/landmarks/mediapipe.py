@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceswap_pl import zoo
 from faceswap_pl.alignment import ARCFACE_TEMPLATE_112, warp_affine
 from faceswap_pl.models.frozen import check_image_batch, to_unit_range
 from faceswap_pl.models.importers.tflite import TFLiteModule, save_tflite_import
@@ -81,8 +82,6 @@ def convert_iris(raw_dir: Path, out_dir: Path) -> None:
 
 def _load_network(zoo_name: str, stem: str, weights_dir: str | Path | None) -> TFLiteModule:
     if weights_dir is None:
-        from faceswap_pl import zoo
-
         weights_dir = zoo.require(zoo_name)
     return TFLiteModule.load(Path(weights_dir) / f"{stem}.json")
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
+
 from data_pipelines.faces import NO_FACE, TRACK_TOO_SHORT, UNREADABLE_VIDEO, Crop, FaceSettings, crop_face
 from faceswap_pl.models.detectors.tracks import DEFAULT_MAX_JUMP, TrackLinker
 
@@ -94,8 +96,6 @@ def track_video(path: Path, source: str, settings: FaceSettings, detector, strid
     Skipped entries: the whole video when it cannot be decoded or shows no face; otherwise one entry
     per reason listing the frame numbers left out (filtered crops, too-short tracks).
     """
-    import cv2
-
     capture = cv2.VideoCapture(str(path))
     tracker = FaceTracker(emit, track_jump, max_frames_per_group, min_track_frames)
     decoded = 0
