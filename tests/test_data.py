@@ -341,6 +341,45 @@ def test_same_seed_same_stream_and_epochs_differ(dataset):
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[0], other[0])
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_restored_loader_continues_the_stream_where_it_was_saved(dataset, workers):
+    def loader(seed=0, num_workers=workers):
+        return FaceSwapDataModule(train=str(dataset), image_size=32, batch_size=2, num_workers=num_workers,
+                                  epoch_pairs=6, seed=seed).train_dataloader()
+
+    whole = loader()
+    stream = [b["source"] for _ in range(3) for b in whole]  # three epochs of 3 batches
+    for taken in (1, 3, 5):  # mid first epoch, at its end, mid second epoch
+        first, left = loader(), taken
+        while left:
+            for _ in zip(range(min(left, 3)), first):
+                left -= 1
+        state = first.state_dict()
+        assert (state["epoch"], state["taken"]) == ((taken - 1) // 3, (taken - 1) % 3 + 1)
+        resumed = loader()
+        resumed.load_state_dict(state)
+        rest = [b["source"] for _ in range(3) for b in resumed][: len(stream) - taken]
+        assert len(rest) == len(stream) - taken and all(map(torch.equal, rest, stream[taken:])), taken
+        first.shutdown(), resumed.shutdown()
+    whole.shutdown()
+
+
+def test_a_position_from_another_stream_warns_and_starts_the_next_epoch(dataset, caplog):
+    def loader(seed):
+        return FaceSwapDataModule(train=str(dataset), image_size=32, batch_size=2, num_workers=0, epoch_pairs=6,
+                                  seed=seed).train_dataloader()
+
+    saved = loader(0)
+    next(iter(saved))
+    other = loader(1)
+    with caplog.at_level(logging.WARNING):
+        other.load_state_dict(saved.state_dict())
+    assert "seed 0 -> 1" in caplog.text and "starts the next epoch (1)" in caplog.text
+    reference = loader(1)
+    iter(reference).__next__()  # epoch 0 started: the next iter() streams epoch 1
+    assert all(map(torch.equal, [b["source"] for b in other], [b["source"] for b in reference]))
+
+
 def test_validation_is_deterministic_and_unaugmented(dataset):
     dm = FaceSwapDataModule(train=str(dataset), val=str(dataset), image_size=64, batch_size=4, num_workers=2,
                             val_pairs=8)

@@ -28,6 +28,15 @@ format of :mod:`faceswap_pl.training.module` in the main process:
 The loader adds ``skipped`` up in :attr:`PairLoader.corrupt_frames` and warns at the end of an
 epoch in which frames were skipped.
 
+Exact resumption: :class:`PairLoader` is a Lightning stateful loader (``state_dict`` / ``load_state_dict``),
+so its position -- the epoch of the stream and the batches the training loop has taken from it -- is saved in
+every checkpoint (``loops.fit_loop.state_dict.combined_loader``). A restored loader starts that epoch's stream
+again (every random choice is seeded by seed, epoch, rank and worker) and drops the batches already trained
+on, so a resumed run sees exactly the batches of the run that was never stopped, with any number of workers.
+Dropping costs the reading, decoding and augmenting of those batches (a fraction of an epoch). A position
+saved with another seed, number of processes or of workers belongs to another stream: the loader warns and
+starts the next epoch.
+
 Workers start with ``forkserver`` by default, not ``fork``: a worker forked from a process whose
 OpenCV thread pool has run (any ``cv2`` resize or warp in the main process, e.g. in a callback or an
 earlier evaluation) inherits that pool's locks without its threads and can hang forever in its
@@ -236,9 +245,41 @@ class PairLoader(wds.WebLoader):
         self.pairs = dataset
         self.batches = batches
         self.corrupt_frames = 0
+        self._next_epoch = dataset.epoch  # the epoch the next iter() streams
+        self._epoch = dataset.epoch  # the epoch being streamed
+        self._taken = 0  # batches of it the consumer has taken (see __iter__)
+        self._drop = 0  # batches to drop at the start of the next iter() (a restored position)
 
     def __len__(self) -> int:
         return self.batches
+
+    def state_dict(self) -> dict[str, int]:
+        """The stream's position, which Lightning saves in checkpoints: ``epoch`` and ``taken`` (batches of it
+        trained on), and what defines the stream (``seed``, ``world_size``, ``workers``; ``rank`` for reading)."""
+        data = self.pairs
+        return {"epoch": self._epoch, "taken": self._taken, "seed": data.seed, "rank": data.rank,
+                "world_size": data.world_size, "workers": self.pipeline[0].num_workers}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a saved position: the next iter() streams ``epoch`` again, minus its first ``taken``
+        batches (the next epoch when all were taken). Every rank loads rank 0's position: ranks step together.
+
+        A stream saved with another seed, number of processes or of loader workers is another stream: the run
+        warns and continues with the epoch after the saved one (its remaining pairs are not seen)."""
+        data = self.pairs
+        epoch, taken = int(state["epoch"]), int(state["taken"])
+        saved = {"seed": state.get("seed"), "world_size": state.get("world_size"), "workers": state.get("workers")}
+        here = {"seed": data.seed, "world_size": data.world_size, "workers": self.pipeline[0].num_workers}
+        differ = [f"{key} {saved[key]} -> {here[key]}" for key in saved if saved[key] not in (None, here[key])]
+        if differ:
+            log.warning("The checkpoint's data stream was read with another %s; the resumed run cannot continue "
+                        "it exactly and starts the next epoch (%d). Resume with the same data.seed, number of "
+                        "processes and data.num_workers for an exact continuation.", ", ".join(differ), epoch + 1)
+            epoch, taken = epoch + 1, 0
+        elif data.train and taken >= self.batches:  # saved after the epoch's last batch: the next one starts afresh
+            epoch, taken = epoch + 1, 0
+        self._next_epoch = data.epoch = epoch
+        self._drop = taken
 
     def shutdown(self) -> None:
         """Stop the (persistent) worker processes now; the next epoch starts new ones."""
@@ -249,6 +290,10 @@ class PairLoader(wds.WebLoader):
             loader._iterator = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self._epoch, self._taken = self._next_epoch, 0
+        if self.pairs.train:
+            self._next_epoch += 1  # the dataset copies advance their epoch on every iter() as well
+        drop, self._drop = self._drop, 0
         stream = super().__iter__()
         skipped = 0
         while True:
@@ -259,10 +304,17 @@ class PairLoader(wds.WebLoader):
             except FaceSwapError as error:
                 self.shutdown()
                 raise _unwrap_worker_error(error) from None
+            if drop:  # trained on before the checkpoint this run resumes from
+                drop -= 1
+                self._taken += 1
+                continue
             for key in ("source", "target", "identity_source"):
                 if key in batch:
                     batch[key] = to_model_range(batch[key], self.pin_memory)
             skipped += int(batch["skipped"])
+            # counted before it is handed over: a checkpoint written while the loop trains on this batch (or
+            # after it) must not see it again. Lightning does not fetch ahead from a loader with a length.
+            self._taken += 1
             yield batch
         self.corrupt_frames += skipped
         if skipped:
