@@ -69,6 +69,8 @@ class GhostReferenceLoop:
         weights: loss weights.
         lr_g, lr_d, betas, weight_decay: GHOST's Adam settings.
         d_skip_threshold: GHOST's ``discr_force`` threshold (4.0) or None (the default: always step D).
+        fused: torch Adam's fused implementation instead of its single-tensor one (GHOST: off); the reference
+            for a module trained with ``fused_adam``.
     """
 
     G: nn.Module
@@ -82,12 +84,14 @@ class GhostReferenceLoop:
     weight_decay: float = 1e-4
     d_skip_threshold: float | None = None
     loss_adv_accumulated: float = 20.0
+    fused: bool = False
 
     def __post_init__(self) -> None:
+        fused = True if self.fused else None
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=self.lr_g, betas=self.betas,
-                                      weight_decay=self.weight_decay)
+                                      weight_decay=self.weight_decay, fused=fused)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.lr_d, betas=self.betas,
-                                      weight_decay=self.weight_decay)
+                                      weight_decay=self.weight_decay, fused=fused)
         self.G.train()
         self.D.train()
         self.arcface.eval()

@@ -99,7 +99,8 @@ def run_module(tmp_path, files: dict, batches, config: dict, arcface: str, w_eye
 
 
 def run_reference(files: dict, batches, config: dict, arcface: str, w_eye: float,
-                  d_skip_threshold: float | None = None, dtype=torch.float32):
+                  d_skip_threshold: float | None = None, dtype=torch.float32, fused: bool = False):
+    """Loss terms and G / D weights after every iteration, and the loop (its optimizers) at the end."""
     G = AEINet(config["backbone"], config["num_aad_blocks"], image_size=config["image_size"], width=config["width"],
                id_dim=512)
     G.load_state_dict(torch.load(files["G"], weights_only=True))
@@ -114,17 +115,17 @@ def run_reference(files: dict, batches, config: dict, arcface: str, w_eye: float
     for network in (G, D, net, fan):
         network.to(dtype)
     loop = GhostReferenceLoop(G, D, net, fan if w_eye else None, GhostWeights(eyes=w_eye),
-                              d_skip_threshold=d_skip_threshold)
+                              d_skip_threshold=d_skip_threshold, fused=fused)
     terms, weights = [], []
     for Xs_orig, Xs, Xt, same in torch.load(batches, weights_only=True):
         terms.append(loop.step(Xs_orig.to(dtype), Xs.to(dtype), Xt.to(dtype), same))
         weights.append({"G": copy.deepcopy(G.state_dict()), "D": copy.deepcopy(D.state_dict())})
-    return terms, weights
+    return terms, weights, loop
 
 
 def assert_parity(module_run, reference_run, exact: bool = True, atol: float = 1e-6) -> None:
     """Loss terms to 1e-5 relative and weights to ``atol`` after every iteration; with ``exact``, bit for bit."""
-    (terms, weights), (ref_terms, ref_weights) = module_run, reference_run
+    (terms, weights), (ref_terms, ref_weights) = module_run, reference_run[:2]
     for it in range(ITERATIONS):
         for name in TERMS:
             if name in terms[it]:
@@ -168,18 +169,75 @@ def test_module_equals_ghosts_formulas_with_the_awing_eye_loss(tmp_path, tiny_fi
     assert_parity((recorder.terms, recorder.weights), tiny_reference_with_eyes)
 
 
-@pytest.mark.parametrize("options", [dict(step_in_backward=False, recompute_levels=0),
-                                     dict(step_in_backward=True, recompute_levels=0),
-                                     dict(step_in_backward=False, recompute_levels=3)],
-                         ids=["plain", "step_in_backward", "recompute"])
-def test_memory_options_keep_parity(tmp_path, tiny_files, tiny_reference, options):
-    _, recorder = run_module(tmp_path, tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0, **options)
-    assert_parity((recorder.terms, recorder.weights), tiny_reference)
+def assert_same_optimizer_states(module: FaceSwapModule, loop: GhostReferenceLoop) -> None:
+    """Both Adams' step counts and second moments equal, parameter by parameter. (The module's lean Adam keeps no
+    first moment: with GHOST's beta1 = 0 it is the last gradient, which torch Adam stores and the lean one drops.)"""
+    opt_g, opt_d = (getattr(o, "optimizer", o) for o in module.optimizers())
+    for name, ours, theirs, params, ref_params in (
+            ("G", opt_g, loop.opt_G, module.generator.parameters(), loop.G.parameters()),
+            ("D", opt_d, loop.opt_D, module.discriminator.parameters(), loop.D.parameters())):
+        for i, (p, q) in enumerate(zip(params, ref_params, strict=True)):
+            mine, ref = ours.state[p], theirs.state[q]
+            assert "exp_avg" not in mine and "exp_avg" in ref, (name, i)  # the lean path ran
+            assert float(mine["step"]) == float(ref["step"]) == ITERATIONS, (name, i)
+            assert torch.equal(mine["exp_avg_sq"], ref["exp_avg_sq"]), (name, i)
+
+
+class PathSpy:
+    """Counts the calls that show which code path trained: per-parameter steps inside the backward, recomputed
+    AAD layers, and fused Adam kernels."""
+
+    def __init__(self, monkeypatch) -> None:
+        import faceswap_pl.models.aad as aad
+        import torch.optim.adam as adam
+        from faceswap_pl.training.optim import LeanAdam
+
+        self.calls = {"step_parameter": 0, "checkpoint": 0, "fused": 0}
+        for owner, name, key in ((LeanAdam, "step_parameter", "step_parameter"), (aad, "checkpoint", "checkpoint"),
+                                 (adam, "_fused_adam", "fused")):
+            monkeypatch.setattr(owner, name, self._counting(getattr(owner, name), key))
+
+    def _counting(self, function, key):
+        def counted(*args, **kwargs):
+            self.calls[key] += 1
+            return function(*args, **kwargs)
+        return counted
+
+
+@pytest.fixture(scope="module")
+def tiny_reference_fused(tiny_files):
+    return run_reference(tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0, fused=True)
+
+
+MEMORY_OPTIONS = [dict(step_in_backward=step, recompute_levels=levels, fused_adam=fused)
+                  for step in (False, True) for levels in (0, 3) for fused in (False, True)]
+
+
+@pytest.mark.parametrize("options", MEMORY_OPTIONS, ids=lambda o: "-".join(
+    [k for k in ("step_in_backward", "fused_adam") if o[k]] + (["recompute"] if o["recompute_levels"] else [])
+    or ["plain"]))
+def test_memory_options_keep_parity(tmp_path, tiny_files, tiny_reference, tiny_reference_fused, options,
+                                    monkeypatch):
+    # against the plain loop: torch Adam (fused for fused_adam), one backward per phase, no memory options
+    spy = PathSpy(monkeypatch)
+    reference = tiny_reference_fused if options["fused_adam"] else tiny_reference
+    module, recorder = run_module(tmp_path, tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0, **options)
+    assert spy.calls["fused"] > 0 if options["fused_adam"] else spy.calls["fused"] == 0
+    assert_parity((recorder.terms, recorder.weights), reference)
+    assert_same_optimizer_states(module, reference[2])
+    # each option's own code ran (and only then): G's parameters stepped one by one inside the backward,
+    # the AAD layers of the top blocks recomputed, fused kernels for both optimizers
+    parameters = sum(1 for p in module.generator.parameters() if p.requires_grad)
+    assert spy.calls["step_parameter"] == (ITERATIONS * parameters if options["step_in_backward"] else 0)
+    assert (spy.calls["checkpoint"] > 0) == (options["recompute_levels"] > 0)
+    g_kernels = parameters if options["step_in_backward"] else 1  # one per parameter, or one for all of them
+    assert spy.calls["fused"] == (ITERATIONS * (g_kernels + 1) if options["fused_adam"] else 0)
 
 
 @pytest.mark.parametrize("option", ["split_backward", "fused_adam"])
 def test_reordering_options_keep_parity_in_float64(tmp_path, tiny_files, option):
-    # these add up the same numbers in another order: exact in the maths, so within 1e-6 in float64
+    # against the single-tensor torch Adam: the same numbers added up in another order, exact in the maths,
+    # so within 1e-6 in float64
     reference = run_reference(tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0, dtype=torch.float64)
     _, recorder = run_module(tmp_path, tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0,
                              precision="64-true", **{option: True})
