@@ -34,6 +34,9 @@ with tempfile.TemporaryDirectory() as out:
           f"max abs diff {(onnx - reference).abs().max().item():.2e}")
 PYEOF
 echo
+echo "### GPU-marked tests (mixed precision on the device)"
+$PY -m pytest -q -p no:cacheprovider -m gpu tests/test_precision.py 2>&1 | tail -3
+echo
 echo "### Video swap (benchmarks/video.py, GHOST-size generator, random weights)"
 $PY benchmarks/video.py --device cuda --image-size 256 --width 1 --batch 16
 } 2>&1 | tee "$REPORT"
