@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceswap_pl.callbacks.replica_check import network_checksums, replica_mismatches
+from faceswap_pl.callbacks.replica_check import batch_fingerprint, network_checksums, replica_mismatches, same_batches
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 3
@@ -29,7 +29,7 @@ LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_R
                     "LOCAL_WORLD_SIZE", "PL_GLOBAL_SEED", "SLURM_NTASKS", "SLURM_JOB_NAME")
 
 
-def fit_two_processes(workdir: Path, strategy: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+def fit_two_processes(workdir: Path, strategy: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Train the tiny config for ``ITERATIONS`` iterations on 2 CPU processes; returns (process, report or None)."""
     workdir.mkdir(parents=True, exist_ok=True)
     report = workdir / "replicas.json"
@@ -40,6 +40,7 @@ def fit_two_processes(workdir: Path, strategy: str) -> tuple[subprocess.Complete
         "--trainer.enable_progress_bar=false",
         f"--model.max_iterations={ITERATIONS}", "--data.init_args.train_pairs=16", "--data.init_args.batch_size=2",
         "--trainer.callbacks+=faceswap_pl.callbacks.replica_check.ReplicaCheck", f"--trainer.callbacks.path={report}",
+        *extra,
     ]
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
     env["OMP_NUM_THREADS"] = "1"
@@ -75,6 +76,10 @@ def test_gan_ddp_trains_with_identical_replicas(gan_ddp_run):
     assert "unused" not in result.stderr.lower()
     assert report is not None
     assert (report["world_size"], report["strategy"], report["iteration"]) == (2, "gan_ddp", ITERATIONS)
+    batches = report["batches"]  # every rank trained on its own data, batch after batch
+    assert len(batches["0"]) == len(batches["1"]) == ITERATIONS
+    assert all(a != b for a, b in zip(batches["0"], batches["1"])), batches
+    assert "trained on exactly the batches of rank 0" not in result.stderr
     ranks = report["checksums"]
     for network in ("generator", "discriminator"):
         assert ranks["0"][network]["parameters"] == ranks["1"][network]["parameters"], network
@@ -82,6 +87,7 @@ def test_gan_ddp_trains_with_identical_replicas(gan_ddp_run):
 
 
 @pytest.mark.slow  # ~40 s per 2-process run on 2 busy CPU cores
+@pytest.mark.ci
 def test_find_unused_parameters_gives_the_same_weights(gan_ddp_run, tmp_path):
     """Same data, seed and reductions: the weights must be bit-identical to gan_ddp's on every rank.
 
@@ -96,6 +102,8 @@ def test_find_unused_parameters_gives_the_same_weights(gan_ddp_run, tmp_path):
     assert_succeeded(result)
     assert gan_report is not None and report is not None
     assert report["iteration"] == ITERATIONS
+    assert report["batches"] == gan_report["batches"]  # the same data on each rank as gan_ddp's run
+    assert report["batches"]["0"] != report["batches"]["1"]
     for rank in ("0", "1"):
         for network in ("generator", "discriminator"):
             ours, theirs = gan_report["checksums"][rank][network], report["checksums"][rank][network]
@@ -130,3 +138,14 @@ def test_replica_mismatch_names_network_kind_and_ranks():
         "generator buffers on rank(s) [2, 3] differ from rank 0",
     ]
     assert replica_mismatches([same, same], ["generator"], check_buffers=True) == []
+
+
+def test_batch_fingerprints_tell_ranks_with_the_same_data():
+    a = {"source": torch.zeros(2, 3), "same_identity": torch.tensor([True, False]), "name": "x"}
+    b = {"source": torch.zeros(2, 3), "same_identity": torch.tensor([True, True])}
+    assert batch_fingerprint(a) == batch_fingerprint(dict(reversed(list(a.items()))))
+    assert batch_fingerprint(a) != batch_fingerprint(b)
+    assert batch_fingerprint([torch.ones(1)]) != batch_fingerprint([torch.zeros(1)])
+    fa, fb = batch_fingerprint(a), batch_fingerprint(b)
+    assert same_batches([[fa, fb], [fb, fa], [fa, fb]]) == [2]
+    assert same_batches([[fa], [fb]]) == [] and same_batches([[fa]]) == []

@@ -7,6 +7,9 @@ into an error. Add it on the command line with::
 
     --trainer.callbacks+=faceswap_pl.callbacks.replica_check.ReplicaCheck --trainer.callbacks.path=replicas.json
 
+It also fingerprints every training batch each rank receives and reports them per rank: ranks that trained
+on the very same batches did no data-parallel work (a loader that is not split by rank), which it warns about.
+
 Parameters must match exactly. Buffers are only reported by default: DDP makes rank 0's buffers
 authoritative by broadcasting them at the start of a forward pass, so after the last step each rank
 still holds the BatchNorm running statistics of its own last batch (rank 0's are the ones saved in
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import torch.distributed as dist
 from faceswap_pl.errors import FaceSwapError
 
 DEFAULT_NETWORKS = ("generator", "discriminator")
+log = logging.getLogger(__name__)
 
 
 class ReplicaMismatchError(FaceSwapError):
@@ -56,6 +61,22 @@ def network_checksums(module: torch.nn.Module) -> dict[str, dict[str, object]]:
             "buffers": tensors_checksum(module.named_buffers())}
 
 
+def batch_fingerprint(batch: object) -> str:
+    """A short exact fingerprint of a batch's tensors (a dict, list or tuple of them, or one tensor)."""
+    if isinstance(batch, dict):
+        named = [(str(key), value) for key, value in sorted(batch.items()) if torch.is_tensor(value)]
+    elif isinstance(batch, (list, tuple)):
+        named = [(str(i), value) for i, value in enumerate(batch) if torch.is_tensor(value)]
+    else:
+        named = [("batch", batch)] if torch.is_tensor(batch) else []
+    return tensors_checksum(named)["sha256"][:16]
+
+
+def same_batches(batches: list[list[str]]) -> list[int]:
+    """Ranks (after 0) whose sequence of batch fingerprints equals rank 0's."""
+    return [rank for rank in range(1, len(batches)) if batches[rank] and batches[rank] == batches[0]]
+
+
 def replica_mismatches(gathered: list[dict], names: Iterable[str], check_buffers: bool = False) -> list[str]:
     """Descriptions of each network (and tensor kind) whose checksum on some rank differs from rank 0's.
 
@@ -78,8 +99,9 @@ class ReplicaCheck(L.Callback):
     Every rank fingerprints the networks named in the module's ``ddp_submodules`` (default
     ``generator`` and ``discriminator``); the fingerprints are all-gathered and a
     :class:`ReplicaMismatchError` names each network and the ranks whose replicas differ. Rank 0
-    first writes a JSON report to ``path`` (if given) with the per-rank checksums, world size,
-    ``module.iteration`` and the strategy name, so the report exists even when the check fails.
+    first writes a JSON report to ``path`` (if given) with the per-rank checksums, the per-rank fingerprints
+    of the training batches (``batches``), world size, ``module.iteration`` and the strategy name, so the
+    report exists even when the check fails.
 
     Args:
         path: JSON file for the report; ``None`` writes nothing.
@@ -90,6 +112,11 @@ class ReplicaCheck(L.Callback):
     def __init__(self, path: str | None = None, check_buffers: bool = False) -> None:
         self.path = path
         self.check_buffers = check_buffers
+        self.batches: list[str] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        self.batches.append(batch_fingerprint(batch))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = tuple(getattr(pl_module, "ddp_submodules", ()) or DEFAULT_NETWORKS)
@@ -97,8 +124,14 @@ class ReplicaCheck(L.Callback):
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             gathered: list = [None] * trainer.world_size
             dist.all_gather_object(gathered, local)
+            batches: list = [None] * trainer.world_size
+            dist.all_gather_object(batches, self.batches)
         else:
-            gathered = [local]
+            gathered, batches = [local], [self.batches]
+        repeated = same_batches(batches)
+        if repeated and trainer.is_global_zero:
+            log.warning("Rank(s) %s trained on exactly the batches of rank 0: the training data is not split by "
+                        "rank (a custom loader without a DistributedSampler or rank-aware sharding?).", repeated)
 
         if trainer.is_global_zero and self.path is not None:
             iteration = getattr(pl_module, "iteration", None)
@@ -107,6 +140,7 @@ class ReplicaCheck(L.Callback):
                 "strategy": getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__),
                 "iteration": int(iteration) if iteration is not None else None,
                 "checksums": {str(rank): sums for rank, sums in enumerate(gathered)},
+                "batches": {str(rank): seen for rank, seen in enumerate(batches)},
             }
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.path).write_text(json.dumps(report, indent=2))
