@@ -188,8 +188,9 @@ class PathSpy:
     AAD layers, and fused Adam kernels."""
 
     def __init__(self, monkeypatch) -> None:
-        import faceswap_pl.models.aad as aad
         import torch.optim.adam as adam
+
+        import faceswap_pl.models.aad as aad
         from faceswap_pl.training.optim import LeanAdam
 
         self.calls = {"step_parameter": 0, "checkpoint": 0, "fused": 0}

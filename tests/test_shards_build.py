@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import pickle
 import shutil
 import tarfile
 from pathlib import Path
@@ -19,7 +21,9 @@ import pytest
 import torch
 
 from data_pipelines import DatasetInputError, OutputDirError, build_shards
+from data_pipelines.extract import read_group, save_group
 from data_pipelines.inspection import iter_samples
+from data_pipelines.shards import PlannedGroup, sample_members
 from data_pipelines.video_groups import FaceTracker
 from faceswap_pl.alignment import arcface_template
 from faceswap_pl.data.schema import MANIFEST, SKIPPED, GroupMeta, Manifest, parse_key
@@ -163,6 +167,77 @@ def test_resume_keeps_intact_shards_and_redoes_broken_ones(identity_tree, people
         assert sha256_of(path) == info.sha256
     assert not (out / "shard-000007.tar").exists()
     assert [p.stat().st_mtime_ns for p in sorted((out / ".work").iterdir())] == work_mtimes  # units not redone
+
+
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_cached_group_round_trips_exactly(tmp_path, embeddings):
+    rng = np.random.default_rng(0)
+    record = {
+        "identity_name": "zoë #track3", "source": ["a/é.jpg", "b.mp4"],
+        "jpeg": [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1000, 1, 2500)],
+        "landmarks": rng.normal(64, 20, (3, 5, 2)).astype(np.float32),
+        "scores": [round(float(x), 4) for x in rng.random(3)],
+        "frame_indices": [0, 6, 12],
+        "embeddings": rng.normal(0, 1, (3, 128)).astype(np.float16) if embeddings else None,
+    }
+    record["scores"][0] = 0.1 + 0.2  # 0.30000000000000004: every digit of a float comes back
+    save_group(tmp_path / "g00000.npz", record)
+    back = read_group(tmp_path / "g00000.npz")
+    assert sorted(back) == sorted(record)
+    for name in ("identity_name", "source", "jpeg", "scores", "frame_indices"):
+        assert back[name] == record[name] and type(back[name]) is type(record[name])
+    assert all(type(x) is float for x in back["scores"]) and all(type(j) is bytes for j in back["jpeg"])
+    for name in ("landmarks", "embeddings"):
+        if record[name] is None:
+            assert back[name] is None
+        else:
+            assert back[name].dtype == record[name].dtype and back[name].shape == record[name].shape
+            assert back[name].tobytes() == record[name].tobytes()
+    planned = PlannedGroup("digest", 0, 0, record["identity_name"], 3, identity=2, group=1)
+    embedding = "sface" if embeddings else None
+    assert sample_members(planned, back, SIZE, embedding) == sample_members(planned, record, SIZE, embedding)
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "g00000.npz"]  # the temporary name was renamed
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: what a planted cache file could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("plant", ["pickle_as_npz", "truncated_npz", "old_pkl"])
+def test_planted_or_broken_cache_file_is_never_loaded(identity_tree, tmp_path, caplog, plant):
+    """A pickle at the cache path, a cut-off group file or an older version's .pkl: not loaded, unit redone."""
+    tree = tmp_path / "one"
+    shutil.copytree(identity_tree / "dave", tree / "dave")
+    out = tmp_path / "out"
+    first = _build_people(tree, out, keep_work=True)
+    (unit,) = (out / ".work").iterdir()
+    group = unit / "g00000.npz"
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(_Planted(marker))
+    if plant == "pickle_as_npz":
+        group.write_bytes(payload)
+    elif plant == "truncated_npz":
+        group.write_bytes(group.read_bytes()[:-200])
+    else:
+        group.unlink()
+        (unit / "g00000.pkl").write_bytes(payload)
+    with caplog.at_level(logging.WARNING, logger="data_pipelines.extract"):
+        second = _build_people(tree, out, keep_work=True)
+    assert not marker.exists()
+    assert second == first
+    warnings = [r.getMessage() for r in caplog.records if r.name == "data_pipelines.extract"]
+    assert len(warnings) == 1
+    named = f"{unit} holds the pickle cache of an older version (g00000.pkl)" if plant == "old_pkl" else str(group)
+    assert named in warnings[0] and "extracting dave again" in warnings[0]
+    assert read_group(group)["identity_name"] == "dave" and not list(unit.glob("*.pkl"))
+    pickle.loads(payload)  # the payload was live: unpickling it is what would have created the marker
+    assert marker.exists()
 
 
 def test_video_tracks_become_groups(media, tmp_path):
