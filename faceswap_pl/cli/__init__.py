@@ -12,8 +12,11 @@ Every :class:`~faceswap_pl.errors.FaceSwapError` is printed as one sentence with
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import platform
 import sys
 
+from faceswap_pl import __version__
 from faceswap_pl.cli import batches, demo, evaluate, export, models, restoration, runs, shards, swap, sweep
 from faceswap_pl.errors import FaceSwapError
 
@@ -21,11 +24,23 @@ LIGHTNING_COMMANDS = ("fit", "validate")
 COMMAND_GROUPS = (evaluate, demo, models, restoration, shards, batches, runs, sweep, export, swap)
 
 
+def version_text() -> str:
+    """``faceswap-pl X (python Y; torch Z, lightning W)``, from package metadata (nothing heavy is imported)."""
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+    return (f"faceswap-pl {__version__} (python {platform.python_version()}; torch {installed('torch')}, "
+            f"lightning {installed('lightning')})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceswap-pl",
         description="One-shot face swapping (GHOST / AEI-Net) with PyTorch Lightning.",
     )
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, text in (("fit", "train (LightningCLI; `faceswap-pl fit --help` for every option)"),

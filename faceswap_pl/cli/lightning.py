@@ -86,9 +86,35 @@ def refuse_data_image_size(args) -> None:
                             f"model.image_size.")
 
 
+def config_paths(argv: list[str]) -> list[str]:
+    """The values of ``--config PATH`` / ``--config=PATH`` that name files (not inline YAML)."""
+    values = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    values += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    return [value for value in values if "\n" not in value and ": " not in value and not value.lstrip().startswith("{")]
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Every ``--config`` file exists and is valid YAML, or one sentence names the file (and line) to fix."""
+    for value in config_paths(argv):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise FaceSwapError(f"The config file '{value}' does not exist; give the path of a YAML file "
+                                f"(the shipped ones are in experiments/ and experiments/data/).")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise FaceSwapError(f"The config file '{value}' is not valid YAML{where}: {problem}; fix it there.") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise FaceSwapError(f"The config file '{value}' could not be read ({error}).") from None
+
+
 def run_lightning(argv: list[str] | None, model_class: type | None = None, prog: str = "faceswap-pl") -> int:
     """`faceswap-pl fit|validate ...` with ``argv`` (None: ``sys.argv``); ``model_class`` defaults to
     :class:`~faceswap_pl.training.module.FaceSwapModule` (`faceswap-pl restoration` passes RestorationModule)."""
+    check_config_files(argv if argv is not None else sys.argv[1:])
     saved = sys.argv
     if argv is not None:  # called from Python (demo, tests): the arguments are argv, not sys.argv
         sys.argv = saved[:1]
