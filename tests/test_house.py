@@ -20,7 +20,7 @@ PACKAGES = ("faceswap_pl", "data_pipelines")
 
 #: the floors of docs/architecture.md: a module may import from its own package and from lower floors only
 FLOORS = {
-    "faceswap_pl": 0, "faceswap_pl.errors": 0,
+    "faceswap_pl.errors": 0, "faceswap_pl.version": 0,
     **{f"faceswap_pl.{name}": 1 for name in ("alignment", "argtypes", "console", "files", "imageio", "registry",
                                               "stats", "visual")},
     "faceswap_pl.zoo": 2,
@@ -29,7 +29,8 @@ FLOORS = {
     "faceswap_pl.training": 5, "faceswap_pl.ghost_reference": 5, "data_pipelines": 5,
     "faceswap_pl.callbacks": 6, "faceswap_pl.inference": 6,
     "faceswap_pl.export": 7, "faceswap_pl.sweep": 7,
-    "faceswap_pl.cli": 8,
+    "faceswap_pl.cli": 8, "faceswap_pl.api": 8,
+    "faceswap_pl": 9,  # the package's front door: the API, imported lazily
 }
 
 

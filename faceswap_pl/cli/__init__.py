@@ -16,9 +16,9 @@ import importlib.metadata
 import platform
 import sys
 
-from faceswap_pl import __version__
 from faceswap_pl.cli import batches, demo, evaluate, export, models, restoration, runs, shards, swap, sweep
 from faceswap_pl.errors import FaceSwapError
+from faceswap_pl.version import __version__
 
 LIGHTNING_COMMANDS = ("fit", "validate")
 COMMAND_GROUPS = (evaluate, demo, models, restoration, shards, batches, runs, sweep, export, swap)

@@ -14,7 +14,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_checkpoint(args.checkpoint, args.pairs, args.out, num_pairs=args.num_pairs,
                                  pairs_file=args.pairs_file, batch_size=args.batch_size, recognizer=args.recognizer,
-                                 worst=args.worst, device=args.device, identity_weights=args.identity_weights)
+                                 worst=args.worst, device=args.device, identity_weights=args.identity_weights,
+                                 tracking_uri=args.tracking_uri)
     from rich.table import Table
 
     table = Table(title=f"{report['num_pairs']} pairs, {report['seconds']} s")
@@ -32,7 +33,10 @@ def add_parser(sub) -> None:
     evaluate = sub.add_parser("evaluate", help="every metric of a checkpoint on fixed pairs: JSON + markdown report, "
                                                "grids of the worst swaps")
     evaluate.add_argument("--checkpoint", required=True, help="a .ckpt written by `faceswap-pl fit`, an export "
-                          "folder, or GHOST's released generator G_*.pth")
+                          "folder, GHOST's released generator G_*.pth, or an MLflow URI of one: "
+                          "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH")
+    evaluate.add_argument("--tracking-uri", metavar="URI", help="MLflow store for a models:/ or runs:/ URI (default "
+                          "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     evaluate.add_argument("--identity-weights", metavar="PATH", help="the identity encoder's weights when users bring "
                           "them (ArcFace backbone.pth; needed for GHOST's G_*.pth)")
     evaluate.add_argument("--pairs", required=True, help="shards to take the pairs from (folder, glob, brace list)")

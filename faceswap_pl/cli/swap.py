@@ -32,7 +32,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
     source = read_image(args.source, "source image")
     reference = read_image(args.target_face, "reference image (--target-face)") if args.target_face else None
     model = SwapModel.load(args.model, backend=args.backend, device=args.device,
-                           identity_weights=args.identity_weights)
+                           identity_weights=args.identity_weights, tracking_uri=args.tracking_uri)
     swapper = FaceSwapper(model, source, detector=args.detector, reference=reference, threshold=args.threshold,
                           all_faces=args.all_faces, mask=args.mask, smooth=args.smooth,
                           restorer=load_restorer(args.sr, args.device),
@@ -60,7 +60,11 @@ def add_parser(sub) -> None:
     swap.add_argument("--target", required=True, metavar="PATH", help="image, video, or a folder of them")
     swap.add_argument("--model", required=True, metavar="PATH", help="export folder (`faceswap-pl export`), "
                       "training checkpoint (.ckpt), or GHOST's released generator G_*.pth (swapped with GHOST's "
-                      "inference conventions; give its ArcFace backbone.pth with --identity-weights)")
+                      "inference conventions; give its ArcFace backbone.pth with --identity-weights); or an MLflow "
+                      "URI of one: models:/NAME@ALIAS (e.g. models:/demo-generator@champion), models:/NAME/VERSION, "
+                      "runs:/RUN_ID/PATH")
+    swap.add_argument("--tracking-uri", metavar="URI", help="MLflow store for a models:/ or runs:/ --model (default "
+                      "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     swap.add_argument("--out", required=True, metavar="PATH", help="output file for one target (.png/.jpg or "
                       ".mp4), a folder for a folder of targets")
     faces = swap.add_mutually_exclusive_group()

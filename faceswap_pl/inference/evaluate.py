@@ -26,6 +26,7 @@ from faceswap_pl.data.reader import resolve_shards
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.inference.generators import SwapModel
 from faceswap_pl.metrics import FaceEvaluator
+from faceswap_pl.runs import is_model_uri
 from faceswap_pl.visual import image_grid, write_png
 
 #: per-pair metric -> True when larger is better
@@ -34,11 +35,13 @@ PER_PAIR_DIRECTION = {"id_cos": True, "expression": False, "eye": False, "pose_d
 
 def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num_pairs: int = 64,
                         pairs_file: str | Path | None = None, batch_size: int = 16, recognizer: str = "facenet",
-                        worst: int = 8, device: str = "cpu", identity_weights: str | None = None) -> dict[str, Any]:
+                        worst: int = 8, device: str = "cpu", identity_weights: str | None = None,
+                        tracking_uri: str | None = None) -> dict[str, Any]:
     """Evaluate a generator on fixed pairs from ``pairs`` (shard spec) and write the report to ``out``.
 
     Args:
-        checkpoint: a ``faceswap-pl fit`` checkpoint, a ``faceswap-pl export`` folder or a GHOST ``G_*.pth``.
+        checkpoint: a ``faceswap-pl fit`` checkpoint, a ``faceswap-pl export`` folder or a GHOST ``G_*.pth``, or an
+            MLflow URI of one (``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``; store: ``tracking_uri``).
         identity_weights: the identity encoder's weights when users bring them (GHOST: ArcFace ``backbone.pth``).
     Returns the report dictionary (also ``out/report.json``).
 
@@ -49,7 +52,7 @@ def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num
     if num_pairs < 1 or batch_size < 1 or worst < 0:
         raise FaceSwapError("evaluate needs --num-pairs >= 1, --batch-size >= 1 and --worst >= 0.")
     started = time.perf_counter()
-    model = SwapModel.load(checkpoint, device=device, identity_weights=identity_weights)
+    model = SwapModel.load(checkpoint, device=device, identity_weights=identity_weights, tracking_uri=tracking_uri)
     if model.identity_encoder == recognizer:
         raise FaceSwapError(f"The checkpoint was trained against {recognizer!r}; evaluate identity with another "
                             f"recognizer (--recognizer facenet).")
@@ -85,7 +88,7 @@ def evaluate_checkpoint(checkpoint: str | Path, pairs: str, out: str | Path, num
                               row_labels=[f"{name} {per_pair[name][i]:.3f}" for i in chosen])
             write_png(out / f"worst_{name}.png", grid)
     report = {
-        "checkpoint": str(Path(checkpoint).resolve()), "pairs": pairs, "num_pairs": len(data),
+        "checkpoint": str(checkpoint) if is_model_uri(checkpoint) else str(Path(checkpoint).resolve()), "pairs": pairs, "num_pairs": len(data),
         "model": model.description, "recognizer": recognizer, "image_size": model.image_size, "metrics": metrics,
         "pairs_detail": [{"source": list(s), "target": list(t), **{k: per_pair[k][i] for k in per_pair}}
                          for i, (s, t) in enumerate(data.refs)],

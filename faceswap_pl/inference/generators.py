@@ -34,6 +34,7 @@ from faceswap_pl.models.aei_net import AEINet
 from faceswap_pl.models.identity import create_identity_encoder
 from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
 from faceswap_pl.models.importers.ghost import describe_state_dict
+from faceswap_pl.runs import is_model_uri
 
 #: hyper-parameters of checkpoints written before the GHOST conventions became options: how they trained
 LEGACY_CONVENTIONS = {"normalize_identity": True, "identity_resize": "antialias", "eye_reduction": "mean",
@@ -110,14 +111,20 @@ class SwapModel:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
-             identity_weights: str | None = None) -> "SwapModel":
-        """Load a ``faceswap-pl fit`` checkpoint (.ckpt), a ``faceswap-pl export`` folder or a GHOST ``G_*.pth``.
+             identity_weights: str | None = None, tracking_uri: str | None = None) -> "SwapModel":
+        """Load a ``faceswap-pl fit`` checkpoint (.ckpt), a ``faceswap-pl export`` folder or a GHOST ``G_*.pth``,
+        given by path or by MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``,
+        looked up in ``tracking_uri``, default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns.db``).
 
         Raises FaceSwapError subclasses with the fix: missing path, ONNX asked of a checkpoint, an identity encoder
-        whose weights the user brings but did not pass.
+        whose weights the user brings but did not pass, a URI the store does not know.
         """
         if backend not in BACKENDS:
             raise FaceSwapError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+        if is_model_uri(path):
+            from faceswap_pl.runs.store import download_model  # lazy: MLflow costs 1.4-2.2 s to import
+
+            path = download_model(str(path), tracking_uri)
         path = Path(path).expanduser()
         device = torch.device(device)
         if not path.exists():

@@ -280,3 +280,39 @@ def find_run_checkpoint(run_id: str, tracking_uri: str | None = None) -> Path:
     raise FaceSwapError(f"MLflow run {run_id} has no checkpoint in {', '.join(searched)} nor among its artifacts; "
                         f"run the export from the folder training ran in, or pass the file with --checkpoint.")
 
+
+
+def download_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local copy of what ``uri`` names: a registered model's version (by alias or number) or a run's artifact.
+
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` are looked up in the store's registry and their source
+    (for ``faceswap-pl export --register``: the run's ``export/`` folder) is downloaded; ``runs:/RUN_ID/PATH``
+    is downloaded as it is. A name, alias, version, run or path the store does not have is one FaceSwapError.
+    """
+    with tracking_client(tracking_uri) as (client, resolved):
+        if uri.startswith("runs:/"):
+            parts = uri[len("runs:/"):].strip("/").split("/", 1)
+            get_run(client, resolved, parts[0])
+            source = uri
+        else:
+            reference = uri[len("models:/"):].strip("/")
+            name, alias = reference.split("@", 1) if "@" in reference else (reference, None)
+            name, _, number = name.partition("/") if alias is None else (name, "", "")
+            if not name or not (alias or number):
+                raise FaceSwapError(f"Model URI {uri!r} names no version; use models:/NAME@ALIAS (e.g. "
+                                    f"models:/demo-generator@champion) or models:/NAME/VERSION.")
+            try:
+                version = (client.get_model_version_by_alias(name, alias) if alias
+                           else client.get_model_version(name, number))
+            except MlflowException:
+                known = ", ".join(sorted(m.name for m in client.search_registered_models(max_results=50))) or "none"
+                raise FaceSwapError(f"The registry of {resolved} has no {uri} (registered models: {known}); "
+                                    f"register an export with `faceswap-pl export ... --register NAME` or pass "
+                                    f"another --tracking-uri.") from None
+            source = version.source
+        try:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=resolved))
+        except (MlflowException, OSError) as error:
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise FaceSwapError(f"The files of {uri} ({source}) could not be downloaded from {resolved} ({reason}); "
+                                f"check the path inside the run.") from None
