@@ -299,3 +299,40 @@ def test_wrong_input_size_says_what_it_needs():
     net = AEINet("resnet", 1, **TINY)
     with pytest.raises(InputShapeError, match=r"\(N, 3, 64, 64\) but got \(2, 3, 128, 128\).*image_size=128"):
         net(torch.zeros(2, 3, 128, 128), torch.zeros(2, 512))
+
+
+def test_timm_backbone_kwargs_load_local_pretrained_weights_and_stay_out_of_exports(tmp_path):
+    import lightning as L
+    import timm
+    from safetensors.torch import save_file
+
+    from faceswap_pl.errors import ModelOptionError
+    from faceswap_pl.export import export_generator
+    from faceswap_pl.inference.exported import load_exported_generator
+    from faceswap_pl.inference.generators import read_training_checkpoint
+    from faceswap_pl.training.module import FaceSwapModule
+
+    torch.manual_seed(3)
+    weights = tmp_path / "resnet18.safetensors"  # "pretrained" weights from a local file: no download
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}, str(weights))
+    kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}, "drop_rate": 0.0}
+    module = FaceSwapModule(backbone="timm:resnet18", backbone_kwargs=kwargs, num_aad_blocks=1, image_size=64,
+                            width=0.125, d_ndf=8, d_layers=3, d_scales=2)
+    loaded = module.generator.encoder.backbone.state_dict()
+    from safetensors.torch import load_file
+
+    file = load_file(str(weights))
+    assert torch.equal(loaded["conv1.weight"], file["conv1.weight"])
+    assert torch.equal(loaded["layer4.1.bn2.running_var"], file["layer4.1.bn2.running_var"])
+    # checkpoint -> inference and export rebuild the architecture from its own weights, never the pretrained file
+    checkpoint = tmp_path / "timm.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
+                "pytorch-lightning_version": L.__version__}, checkpoint)
+    weights.unlink()
+    assert read_training_checkpoint(checkpoint).generator.encoder.backbone is not None
+    info = export_generator(checkpoint, tmp_path / "export", onnx=False)
+    assert info["config"]["backbone_kwargs"] == {"drop_rate": 0.0}
+    net = load_exported_generator(tmp_path / "export")
+    assert torch.equal(net.encoder.backbone.conv1.weight, file["conv1.weight"])
+    with pytest.raises(ModelOptionError, match="backbone_kwargs is for timm:<name> backbones"):
+        FaceSwapModule(backbone="unet", backbone_kwargs={"pretrained": True}, image_size=64, width=0.125)

@@ -40,6 +40,7 @@ from faceswap_pl.inference.export_format import (
     WEIGHTS_FILE,
 )
 from faceswap_pl.inference.generators import TrainingCheckpoint, read_training_checkpoint
+from faceswap_pl.models.attributes.timm import architecture_kwargs
 from faceswap_pl.runs.store import run_metrics
 
 VERIFY_BATCHES = (2, 3)  # two sizes: proves the batch axis is really dynamic
@@ -78,6 +79,7 @@ def generator_config(checkpoint: TrainingCheckpoint) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "backbone": generator.backbone,
+        "backbone_kwargs": architecture_kwargs(hp.get("backbone_kwargs")),
         "num_aad_blocks": int(generator.num_aad_blocks),
         "image_size": int(generator.image_size),
         "width": float(hp.get("width", 1.0)),

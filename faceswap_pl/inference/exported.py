@@ -44,7 +44,7 @@ def load_exported_generator(dir_or_file: str | Path, device="cpu"):
                              f"`faceswap-pl export` (it holds {WEIGHTS_FILE} and {CONFIG_FILE}).")
     config = read_config(config_path)
     net = AEINet(config["backbone"], num_aad_blocks=config["num_aad_blocks"], image_size=config["image_size"],
-                 width=config["width"], id_dim=config["id_dim"])
+                 width=config["width"], id_dim=config["id_dim"], encoder_kwargs=config.get("backbone_kwargs"))
     load_state_dict_strict(net, load_checkpoint_file(weights), f"Exported generator weights '{weights}'",
                            hint=f"The weights and {config_path.name} come from different exports or the file was "
                                 f"edited; export the checkpoint again with `faceswap-pl export`.")

@@ -31,6 +31,7 @@ from faceswap_pl.errors import CheckpointNotFoundError, FaceSwapError, ModelFile
 from faceswap_pl.inference.exported import OnnxGenerator, load_exported_generator
 from faceswap_pl.inference.options import BACKENDS
 from faceswap_pl.models.aei_net import AEINet
+from faceswap_pl.models.attributes.timm import architecture_kwargs
 from faceswap_pl.models.identity import create_identity_encoder
 from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
 from faceswap_pl.models.importers.ghost import describe_state_dict
@@ -204,7 +205,7 @@ def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
     with torch.device("meta"):  # every tensor is overwritten by the strict load
         net = AEINet(hparams["backbone"], num_aad_blocks=int(hparams.get("num_aad_blocks", 2)),
                      image_size=int(hparams.get("image_size", 256)), width=float(hparams.get("width", 1.0)),
-                     id_dim=int(up.shape[0]))
+                     id_dim=int(up.shape[0]), encoder_kwargs=architecture_kwargs(hparams.get("backbone_kwargs")))
     net.to_empty(device="cpu")
     load_state_dict_strict(net, weights, f"the generator of training checkpoint '{path}'",
                            hint="was it written by another faceswap-pl version or edited?")

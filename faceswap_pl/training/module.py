@@ -43,6 +43,9 @@ class FaceSwapModule(L.LightningModule):
         num_aad_blocks: AAD steps per residual block (GHOST: 1, 2 or 3).
         image_size: crop size S (64, 128, 256 or 512).
         width: channel multiplier of generator and attribute encoder (1.0 = GHOST).
+        backbone_kwargs: keyword arguments for a ``timm:<name>`` backbone's ``timm.create_model``, e.g.
+            ``{"pretrained": true}`` or, offline, ``{"pretrained": true, "pretrained_cfg_overlay": {"file":
+            "resnet18.safetensors"}}``. Only the architecture's arguments reach inference and exports.
         identity_encoder: identity network for the loss (``sface``, ``arcface_iresnet100``, ``onnx:<path>``...).
         identity_weights: weights file for encoders users bring (ArcFace ``backbone.pth``).
         eye_model: landmark model for the eye loss (``mediapipe_iris``, ``awing_fan``); built only if ``w_eye > 0``.
@@ -102,6 +105,7 @@ class FaceSwapModule(L.LightningModule):
         num_aad_blocks: int = 2,
         image_size: int = 256,
         width: float = 1.0,
+        backbone_kwargs: dict[str, Any] | None = None,
         identity_encoder: str = "sface",
         identity_weights: str | None = None,
         eye_model: str | None = "mediapipe_iris",
@@ -148,7 +152,7 @@ class FaceSwapModule(L.LightningModule):
         self._frozen: dict[str, nn.Module] = {}
         id_dim = self.identity.embedding_dim
         self.generator = AEINet(backbone, num_aad_blocks=num_aad_blocks, image_size=image_size, width=width,
-                                id_dim=id_dim)
+                                id_dim=id_dim, encoder_kwargs=backbone_kwargs)
         self.generator.generator.set_recompute(recompute_levels)
         self.discriminator = MultiscaleDiscriminator(ndf=d_ndf, n_layers=d_layers, num_scales=d_scales, norm=d_norm)
         self.generator_ema = _ema_copy(self.generator) if ema_decay is not None else None
@@ -558,6 +562,9 @@ class FaceSwapModule(L.LightningModule):
 
 
 def _check_options(hp) -> None:
+    if hp.backbone_kwargs and not str(hp.backbone).startswith("timm:"):
+        raise ModelOptionError(f"model.backbone_kwargs is for timm:<name> backbones (timm.create_model's "
+                               f"arguments); the built-in backbone {hp.backbone!r} takes none.")
     if hp.real_images not in ("source", "target"):
         raise ModelOptionError(f"model.real_images must be 'source' or 'target', got {hp.real_images!r}.")
     if hp.w_eye > 0 and not hp.eye_model:

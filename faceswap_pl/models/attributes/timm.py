@@ -46,6 +46,16 @@ def _conv_bn_act(in_channels: int, out_channels: int, stride: int) -> nn.Sequent
     )
 
 
+#: ``timm.create_model`` arguments that only say where the initial weights come from
+WEIGHT_SOURCE_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+
+
+def architecture_kwargs(kwargs: dict | None) -> dict:
+    """The backbone arguments that shape the network: ``kwargs`` without where its weights come from (a trained
+    checkpoint or export brings its own, so rebuilding it never downloads or reads pretrained files)."""
+    return {k: v for k, v in (kwargs or {}).items() if k not in WEIGHT_SOURCE_KWARGS}
+
+
 def _create_backbone(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
     import timm
 
