@@ -56,7 +56,12 @@ class InsightFaceDetector(FaceDetector):
 
     @staticmethod
     def _load(model_path: Path, threads: int):
-        from insightface.model_zoo import get_model  # lazy: see the module docstring
+        try:
+            from insightface.model_zoo import get_model  # lazy: see the module docstring
+        except ImportError as error:
+            raise ModelFileError(f"The detector 'insightface:{model_path.parent}' needs the insightface package "
+                                 f"({error}); install it with: pip install 'faceswap-pl[insightface]' && "
+                                 f"pip install --no-deps 'insightface>=0.7.3,<3' (or use --detector yunet).") from None
 
         try:
             model = get_model(str(model_path), providers=["CPUExecutionProvider"],
