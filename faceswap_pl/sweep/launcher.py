@@ -53,7 +53,7 @@ def prepare(spec_path, storage=None, resume=False, join=False, tracking_uri=None
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out, spec.name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = open_storage(storage, spec.max_retries)
+    backend = open_storage(storage)
     exists = spec.name in [s.study_name for s in optuna.get_all_study_summaries(backend)]
     if exists and not (resume or join):
         raise FaceSwapError(f"Study {spec.name!r} already exists in {storage}; pass --resume to continue it, "

@@ -34,17 +34,15 @@ def default_storage(out: Path, name: str) -> str:
     return str((Path(out) / f"{name}.journal").resolve())
 
 
-def open_storage(url: str, max_retries: int = 2, heartbeat_s: float = HEARTBEAT_S, grace_s: float = GRACE_S):
-    """An RDB URL (sqlite:///..., postgresql://...) with Optuna's heartbeat, else a journal file path.
+def open_storage(url: str):
+    """An RDB URL (sqlite:///..., postgresql://...), else a journal file path.
 
-    Optuna's JournalStorage has no heartbeat, so for journal files the sweep worker keeps its own
-    (:func:`beat` / :func:`fail_stale_trials`).
+    Both kinds of storage get the sweep's own heartbeat (:func:`beat` / :func:`fail_stale_trials`), one
+    mechanism for both instead of Optuna's RDB-only heartbeat and its ``failed_trial_callback`` (deprecated).
     """
     if is_rdb(url):
         try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=max(1, int(heartbeat_s)), grace_period=max(2, int(grace_s)),
-                failed_trial_callback=lambda study, trial: retry_trial(study, trial, max_retries))
+            return optuna.storages.RDBStorage(url)
         except Exception as error:  # driver missing, server unreachable
             raise FaceSwapError(f"Optuna storage {url} cannot be opened ({type(error).__name__}: "
                                 f"{str(error).splitlines()[0][:200]}); check the URL, the server and its "
@@ -96,7 +94,7 @@ def suggest(trial, spec: SweepSpec) -> dict:
 
 def load_study(name: str, storage_url: str, spec: SweepSpec | None = None, seed: int = 0):
     """Load an existing study; its spec comes from the study's user attributes when not given."""
-    storage = open_storage(storage_url, spec.max_retries if spec else 2)
+    storage = open_storage(storage_url)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -137,12 +135,9 @@ def beat(study, trial_id: int) -> None:
 def fail_stale_trials(study, spec: SweepSpec, grace_s: float = GRACE_S, on_fail=None) -> list[int]:
     """FAIL the RUNNING trials whose heartbeat is older than ``grace_s`` and enqueue their retries.
 
-    RDB storages do this through Optuna's own heartbeat; journal files through ``sweep_heartbeat``.
+    The heartbeat is the trial's ``sweep_heartbeat`` system attribute, written by its worker (:func:`beat`).
     """
     storage = study._storage
-    if isinstance(storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)
-        return []
     failed = []
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
