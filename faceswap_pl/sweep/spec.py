@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from faceswap_pl.configs import resolve_config, shipped_names
 from faceswap_pl.errors import FaceSwapError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -135,8 +136,12 @@ def _resolve_config(source: str, spec_dir: Path, index: int, value: Any) -> str:
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate.resolve())
+    shipped = resolve_config(value, "experiments")  # a shipped config by name: demo, experiments/demo.yaml
+    if Path(shipped).is_file():
+        return str(Path(shipped).resolve())
     raise _fail(source, key, f"names {value!r}, which is not a file",
-                "give a config path relative to the repository root or to the spec file")
+                "give a config path relative to the repository root or to the spec file, or a shipped config "
+                f"({', '.join(shipped_names('experiments'))})")
 
 
 def _param(source: str, name: str, raw: Any) -> dict[str, Any]:
@@ -353,9 +358,10 @@ def _check_evaluation_callback(source: str, base_config: list[str], overrides: l
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec YAML file."""
-    path = Path(path)
+    path = Path(resolve_config(str(path), "sweeps"))
     if not path.is_file():
-        raise FaceSwapError(f"Sweep spec {path} not found; give the path of a YAML spec such as sweeps/tiny_cpu.yaml.")
+        raise FaceSwapError(f"Sweep spec {path} not found; give the path of a YAML spec or the name of a shipped "
+                            f"one ({', '.join(shipped_names('sweeps'))}).")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

