@@ -123,6 +123,7 @@ def test_register_creates_a_champion_version(trained, tmp_path, monkeypatch):
     champion = client.get_model_version_by_alias("ghost-tiny", "champion")
     assert str(champion.version) == "2" and champion.run_id == second["run_id"]
     assert champion.tags[f"sha256.{WEIGHTS_FILE}"] == _sha256(trained["out"] / WEIGHTS_FILE)
+    assert champion.description == (trained["out"] / CARD_FILE).read_text()  # the card on the version's page
     logged = {a.path for a in client.list_artifacts(first["run_id"], "export")}
     assert {f"export/{WEIGHTS_FILE}", f"export/{ONNX_FILE}", f"export/{CARD_FILE}"} <= logged
 

@@ -11,11 +11,12 @@ from mlflow.exceptions import MlflowException
 
 from faceswap_pl.export.writer import ExportError
 from faceswap_pl.files import sha256_of
-from faceswap_pl.inference.export_format import CHAMPION_ALIAS, CONFIG_FILE
+from faceswap_pl.inference.export_format import CARD_FILE, CHAMPION_ALIAS, CONFIG_FILE
 from faceswap_pl.runs.store import get_run, resolve_tracking_uri
 
 EXPORT_EXPERIMENT = "faceswap-pl-exports"  # experiment of the run created by --register without a source run
 ARTIFACT_PATH = "export"
+MAX_DESCRIPTION = 60_000  # the model card as the version's description, within what MLflow stores
 
 def register_export(out_dir: str | Path, name: str, run_id: str | None = None,
                     tracking_uri: str | None = None) -> dict[str, Any]:
@@ -52,8 +53,9 @@ def register_export(out_dir: str | Path, name: str, run_id: str | None = None,
         except MlflowException:
             client.create_registered_model(name, description="faceswap-pl swap generator (AEI-Net) exports")
         tags = {f"sha256.{p.name}": sha256_of(p) for p in sorted(out.iterdir()) if p.suffix != ".md"}
-        version = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
-                                              description=f"faceswap-pl export of {out.resolve()}")
+        card = out / CARD_FILE  # shown on the version's page in MLflow's UI (the files are the run's artifacts)
+        description = card.read_text()[:MAX_DESCRIPTION] if card.is_file() else f"faceswap-pl export of {out.resolve()}"
+        version = client.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     except MlflowException as error:
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
