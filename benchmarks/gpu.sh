@@ -21,7 +21,12 @@ from faceswap_pl.training.module import FaceSwapModule
 torch.manual_seed(0)
 module = FaceSwapModule(backbone="unet", num_aad_blocks=2, image_size=256, width=1.0, identity_encoder="sface")
 with tempfile.TemporaryDirectory() as out:
-    info = export_generator(module, out)
+    import lightning
+    checkpoint = f"{out}/random.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
+                "pytorch-lightning_version": lightning.__version__}, checkpoint)
+    info = export_generator(checkpoint, f"{out}/export")
+    out = f"{out}/export"
     net = load_exported_generator(out, device="cuda")
     target = torch.rand(4, 3, 256, 256, device="cuda") * 2 - 1
     emb = torch.nn.functional.normalize(torch.randn(4, info["config"]["id_dim"], device="cuda"), dim=-1)
