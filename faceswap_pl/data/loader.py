@@ -218,6 +218,17 @@ def _unwrap_worker_error(error: FaceSwapError) -> FaceSwapError:
         return error
 
 
+class _EpochSignal:
+    """What Lightning takes for a loader's sampler: it calls :meth:`set_epoch` with its own epoch at the start of
+    every training epoch (restored runs included), which :class:`PairLoader` needs after a restore."""
+
+    def __init__(self, loader: "PairLoader") -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.lightning_epoch(epoch)
+
+
 class PairLoader(wds.WebLoader):
     """DataLoader over a :class:`PairDataset` with a fixed number of batches per epoch.
 
@@ -249,6 +260,9 @@ class PairLoader(wds.WebLoader):
         self._epoch = dataset.epoch  # the epoch being streamed
         self._taken = 0  # batches of it the consumer has taken (see __iter__)
         self._drop = 0  # batches to drop at the start of the next iter() (a restored position)
+        self._restored = False  # a position was loaded and Lightning has not started an epoch since
+        self.sampler = _EpochSignal(self)
+        self.batch_sampler = None  # read by Lightning next to ``sampler`` (the stream batches itself)
 
     def __len__(self) -> int:
         return self.batches
@@ -280,6 +294,16 @@ class PairLoader(wds.WebLoader):
             epoch, taken = epoch + 1, 0
         self._next_epoch = data.epoch = epoch
         self._drop = taken
+        self._restored = True
+
+    def lightning_epoch(self, epoch: int) -> None:
+        """Lightning's epoch, at the start of each training epoch. After a restore, an epoch other than the saved
+        one means Lightning counts the saved epoch as finished (``trainer.limit_train_batches`` below the loader's
+        length ends epochs early): that epoch is then streamed from its start."""
+        if self.pairs.train and self._restored and epoch != self._next_epoch:
+            self._next_epoch = self.pairs.epoch = epoch
+            self._drop = 0
+        self._restored = False
 
     def shutdown(self) -> None:
         """Stop the (persistent) worker processes now; the next epoch starts new ones."""
