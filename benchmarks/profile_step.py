@@ -1,0 +1,128 @@
+"""Where the training iteration's time goes: ``torch.profiler`` over timed iterations of the plain loop and of the
+framework, the operators that take the most time, side by side.
+
+The same setup as ``benchmarks/train_step.py`` (GHOST's configuration by default: unet, 2 AAD blocks, 256 px,
+batch 2, fp32, ArcFace iresnet100, random weights): after ``--warmup`` untimed iterations, ``--iterations``
+iterations run under the profiler (CPU activities); the table lists the ``--top`` operators by self CPU time
+of the framework with their share of each side's total, and each side's wall time per iteration.
+
+    python benchmarks/profile_step.py                 # 1 warm-up + 1 profiled iteration per side
+    python benchmarks/profile_step.py --eye awing --top 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import EYE_WEIGHT, prepare  # noqa: E402 - the benchmark next door builds the same setup
+
+
+def profile_plain(cfg: dict, files: dict[str, str]):
+    from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
+    from faceswap_pl.models.aei_net import AEINet
+    from faceswap_pl.models.discriminator import MultiscaleDiscriminator
+    from faceswap_pl.models.identity.arcface import iresnet
+
+    G = AEINet(cfg["backbone"], cfg["blocks"], image_size=cfg["image_size"], id_dim=512)
+    G.load_state_dict(torch.load(files["G"], weights_only=True))
+    D = MultiscaleDiscriminator()
+    D.load_state_dict(torch.load(files["D"], weights_only=True))
+    arcface = iresnet("iresnet100")
+    arcface.load_state_dict(torch.load(files["arcface"], weights_only=True))
+    fan = None
+    if cfg["eye"] == "awing":
+        from faceswap_pl.models.landmarks.awing import FAN
+
+        fan = FAN()
+        fan.load_state_dict(torch.load(files["fan"], weights_only=True))
+    loop = GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
+    batches = torch.load(files["batches"], weights_only=True)
+    for batch in batches[:cfg["warmup"]]:
+        loop.step(*batch)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for batch in batches[cfg["warmup"]:]:
+            loop.step(*batch)
+        wall = (time.perf_counter() - start) / cfg["iterations"]
+    return prof, wall
+
+
+def profile_framework(cfg: dict, files: dict[str, str]):
+    import lightning as L
+
+    from faceswap_pl.data.tensor_batches import TensorBatchDataModule
+    from faceswap_pl.training.module import FaceSwapModule
+
+    eye = {"eye_model": "awing_fan", "eye_weights": files["fan"], "w_eye": EYE_WEIGHT} if cfg["eye"] == "awing" else {}
+    module = FaceSwapModule(backbone=cfg["backbone"], num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"],
+                            identity_encoder="arcface_iresnet100", identity_weights=files["arcface"],
+                            init_generator=files["G"], init_discriminator=files["D"], **eye)
+    if eye:
+        module.eye
+
+    class Profiled(L.Callback):
+        def __init__(self) -> None:
+            self.prof = profile(activities=[ProfilerActivity.CPU])
+            self.wall = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == cfg["warmup"]:
+                self.prof.__enter__()
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if batch_idx == cfg["warmup"] + cfg["iterations"] - 1:
+                self.wall = (time.perf_counter() - self.start) / cfg["iterations"]
+                self.prof.__exit__(None, None, None)
+
+    profiled = Profiled()
+    L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_epochs=1, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              num_sanity_val_steps=0, callbacks=[profiled]).fit(
+        module, datamodule=TensorBatchDataModule(files["batches"], image_size=cfg["image_size"]))
+    return profiled.prof, profiled.wall
+
+
+def _self_times(prof) -> dict[str, float]:
+    return {event.key: event.self_cpu_time_total / 1e6 for event in prof.key_averages()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eye", default="none", choices=["none", "awing"])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    cfg = {"backbone": "unet", "blocks": 2, "image_size": args.image_size, "batch": args.batch, "eye": args.eye,
+           "iterations": args.iterations, "warmup": args.warmup, "options": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = prepare(Path(tmp), cfg)
+        plain_prof, plain_wall = profile_plain(cfg, files)
+        framework_prof, framework_wall = profile_framework(cfg, files)
+    plain, framework = _self_times(plain_prof), _self_times(framework_prof)
+    plain_total, framework_total = sum(plain.values()), sum(framework.values())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32; unet, 2 AAD blocks, "
+          f"{args.image_size} px, batch {args.batch}, eye loss {args.eye}; {args.iterations} profiled iteration(s) "
+          f"after {args.warmup} warm-up\n")
+    print(f"wall s/iteration under the profiler: plain {plain_wall:.2f}, framework {framework_wall:.2f}\n")
+    print("| operator | framework s/it | share | plain s/it | share |")
+    print("|---|---:|---:|---:|---:|")
+    for name in sorted(framework, key=framework.get, reverse=True)[:args.top]:
+        f, p = framework[name] / args.iterations, plain.get(name, 0.0) / args.iterations
+        print(f"| `{name}` | {f:.2f} | {100 * framework[name] / framework_total:.0f}% | {p:.2f} | "
+              f"{100 * plain.get(name, 0.0) / plain_total:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
