@@ -12,7 +12,8 @@ set; each view ``PIL.Image.open(...).convert("RGB")`` -> torchvision ``ColorJitt
 Both read the same frames: by default the script cuts them from the demo media (random square crops,
 flips and tints of the zoo's face photos, 256 px JPEG q95) into a temporary folder, written both as
 shards and as identity folders. Throughput is measured after the first batch (worker start-up is
-reported apart), for ``--seconds`` per row, with the CPU time all the loader's processes spent per
+reported apart), for ``--seconds`` per measurement, the two loaders alternating for ``--rounds`` rounds (the ratio
+is ours / GHOST way per round, both measured in the same run), with the CPU time all the loader's processes spent per
 pair (from /proc: the part of the cost that does not depend on what else runs). The load average is
 printed because other processes sharing the cores change the pairs/s.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +37,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GHOST_PAIRS_PER_S = 65.0  # GHOST's own loader, 2 workers, 256 px, this kind of machine (ghost_facts.md)
 MEDIA = ["t1.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
          "Tom_Hanks_54745.png", "single_face.jpg", "multi_face.jpg"]
 
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ghost-folders", type=Path, help="identity folders of JPEGs for GHOST's loader")
     parser.add_argument("--identities", type=int, default=48)
     parser.add_argument("--skip-ghost", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating ours / GHOST-way rounds per worker count")
     args = parser.parse_args(argv)
 
     import cv2
@@ -212,19 +214,28 @@ def main(argv: list[str] | None = None) -> None:
             loaders = [("shards (ours)", run_ours, shards)]
             if folders is not None and not args.skip_ghost:
                 loaders.append(("folders (GHOST way)", run_ghost, folders))
-            for name, run, path in loaders:
-                load = os.getloadavg()[0]
-                startup, rate, cpu = run(path, workers, args.batch, args.size, args.seconds)
-                rows.append((name, workers, rate, cpu, startup, load))
-                print(f"# {name}, {workers} workers: {rate:.1f} pairs/s", file=sys.stderr, flush=True)
+            rounds: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, _, _ in loaders}
+            for _ in range(args.rounds):  # the two loaders alternate, so a shared machine's drift hits both
+                for name, run, path in loaders:
+                    load = os.getloadavg()[0]
+                    startup, rate, cpu = run(path, workers, args.batch, args.size, args.seconds)
+                    rounds[name].append((rate, cpu, startup, load))
+                    print(f"# {name}, {workers} workers: {rate:.1f} pairs/s", file=sys.stderr, flush=True)
+            ghost = [r[0] for r in rounds.get("folders (GHOST way)", [])]
+            for name, measured in rounds.items():
+                rates = [r[0] for r in measured]
+                ratios = [a / b for a, b in zip(rates, ghost)] if ghost else []
+                rows.append((name, workers, rates, ratios, statistics.median(r[1] for r in measured),
+                             statistics.median(r[2] for r in measured), max(r[3] for r in measured)))
     print(f"\nPairs/s at {args.size} px, batch {args.batch}, augmented (ColorJitter per view), "
-          f"{os.cpu_count()} CPUs, {args.seconds:.0f} s per row\n")
-    print("| loader | workers | pairs/s | vs GHOST's 65 pairs/s | CPU ms / pair | first batch (s) "
-          "| load avg at start |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, workers, rate, cpu, startup, load in rows:
-        print(f"| {name} | {workers} | {rate:.1f} | {rate / GHOST_PAIRS_PER_S:.1f}x | {cpu:.2f} | {startup:.2f} "
-              f"| {load:.1f} |")
+          f"{os.cpu_count()} CPUs, {args.seconds:.0f} s per measurement, {args.rounds} alternating rounds\n")
+    print("| loader | workers | pairs/s (median of rounds) | range | vs GHOST way, same run (per-round range) "
+          "| CPU ms / pair | first batch (s) | highest load avg at start |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, workers, rates, ratios, cpu, startup, load in rows:
+        ratio = (f"{statistics.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f})" if ratios else "-")
+        print(f"| {name} | {workers} | {statistics.median(rates):.1f} | {min(rates):.1f}-{max(rates):.1f} | {ratio} "
+              f"| {cpu:.2f} | {startup:.2f} | {load:.1f} |")
     print("\nCPU ms / pair counts the main process and its workers; on a machine of its own, N workers on N free "
           "cores approach N x 1000 / (CPU ms per pair) pairs/s.")
 

@@ -22,28 +22,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import EYE_WEIGHT, prepare  # noqa: E402 - the benchmark next door builds the same setup
+from train_step import fit_framework, plain_loop, prepare  # noqa: E402 - the benchmark next door builds the same setup
 
 
 def profile_plain(cfg: dict, files: dict[str, str]):
-    from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
-    from faceswap_pl.models.aei_net import AEINet
-    from faceswap_pl.models.discriminator import MultiscaleDiscriminator
-    from faceswap_pl.models.identity.arcface import iresnet
-
-    G = AEINet(cfg["backbone"], cfg["blocks"], image_size=cfg["image_size"], id_dim=512)
-    G.load_state_dict(torch.load(files["G"], weights_only=True))
-    D = MultiscaleDiscriminator()
-    D.load_state_dict(torch.load(files["D"], weights_only=True))
-    arcface = iresnet("iresnet100")
-    arcface.load_state_dict(torch.load(files["arcface"], weights_only=True))
-    fan = None
-    if cfg["eye"] == "awing":
-        from faceswap_pl.models.landmarks.awing import FAN
-
-        fan = FAN()
-        fan.load_state_dict(torch.load(files["fan"], weights_only=True))
-    loop = GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
+    loop = plain_loop(cfg, files)
     batches = torch.load(files["batches"], weights_only=True)
     for batch in batches[:cfg["warmup"]]:
         loop.step(*batch)
@@ -57,16 +40,6 @@ def profile_plain(cfg: dict, files: dict[str, str]):
 
 def profile_framework(cfg: dict, files: dict[str, str]):
     import lightning as L
-
-    from faceswap_pl.data.tensor_batches import TensorBatchDataModule
-    from faceswap_pl.training.module import FaceSwapModule
-
-    eye = {"eye_model": "awing_fan", "eye_weights": files["fan"], "w_eye": EYE_WEIGHT} if cfg["eye"] == "awing" else {}
-    module = FaceSwapModule(backbone=cfg["backbone"], num_aad_blocks=cfg["blocks"], image_size=cfg["image_size"],
-                            identity_encoder="arcface_iresnet100", identity_weights=files["arcface"],
-                            init_generator=files["G"], init_discriminator=files["D"], **eye)
-    if eye:
-        module.eye
 
     class Profiled(L.Callback):
         def __init__(self) -> None:
@@ -84,10 +57,7 @@ def profile_framework(cfg: dict, files: dict[str, str]):
                 self.prof.__exit__(None, None, None)
 
     profiled = Profiled()
-    L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_epochs=1, logger=False,
-              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, callbacks=[profiled]).fit(
-        module, datamodule=TensorBatchDataModule(files["batches"], image_size=cfg["image_size"]))
+    fit_framework(cfg, files, profiled)
     return profiled.prof, profiled.wall
 
 

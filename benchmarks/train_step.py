@@ -70,7 +70,8 @@ def prepare(folder: Path, cfg: dict) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
+def plain_loop(cfg: dict, files: dict[str, str]):
+    """GHOST's iteration in plain PyTorch on the prepared weights."""
     import torch
 
     from faceswap_pl.ghost_reference import GhostReferenceLoop, GhostWeights
@@ -90,7 +91,13 @@ def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
 
         fan = FAN()
         fan.load_state_dict(torch.load(files["fan"], weights_only=True))
-    loop = GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
+    return GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
+
+
+def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
+    import torch
+
+    loop = plain_loop(cfg, files)
     seconds = []
     for Xs_orig, Xs, Xt, same in torch.load(files["batches"], weights_only=True):
         start = time.perf_counter()
@@ -99,7 +106,8 @@ def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
     return seconds
 
 
-def run_framework(cfg: dict, files: dict[str, str]) -> list[float]:
+def fit_framework(cfg: dict, files: dict[str, str], callback) -> None:
+    """One epoch over the prepared batches with FaceSwapModule (``cfg["options"]``) and ``callback``."""
     import lightning as L
 
     from faceswap_pl.data.tensor_batches import TensorBatchDataModule
@@ -111,11 +119,15 @@ def run_framework(cfg: dict, files: dict[str, str]) -> list[float]:
                             init_generator=files["G"], init_discriminator=files["D"], **eye, **cfg["options"])
     if eye:
         module.eye  # build the frozen eye network now, as the identity network is, not inside a timed step
-    timer = IterationTimer()
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=[timer])
+                        num_sanity_val_steps=0, callbacks=[callback])
     trainer.fit(module, datamodule=TensorBatchDataModule(files["batches"], image_size=cfg["image_size"]))
+
+
+def run_framework(cfg: dict, files: dict[str, str]) -> list[float]:
+    timer = IterationTimer()
+    fit_framework(cfg, files, timer)
     return timer.seconds
 
 

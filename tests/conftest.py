@@ -15,6 +15,16 @@ def need(name: str) -> Path:
     return zoo.require(name)
 
 
+def save_training_checkpoint(module, path: Path) -> Path:
+    """``module`` (a FaceSwapModule) as a ``faceswap-pl fit`` checkpoint file, without running a Trainer."""
+    import lightning as L
+    import torch
+
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
+                "pytorch-lightning_version": L.__version__}, path)
+    return path
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as an HxWx3 uint8 RGB array."""
     import cv2

@@ -302,8 +302,8 @@ def test_wrong_input_size_says_what_it_needs():
 
 
 def test_timm_backbone_kwargs_load_local_pretrained_weights_and_stay_out_of_exports(tmp_path):
-    import lightning as L
     import timm
+    from conftest import save_training_checkpoint
     from safetensors.torch import save_file
 
     from faceswap_pl.errors import ModelOptionError
@@ -325,9 +325,7 @@ def test_timm_backbone_kwargs_load_local_pretrained_weights_and_stay_out_of_expo
     assert torch.equal(loaded["conv1.weight"], file["conv1.weight"])
     assert torch.equal(loaded["layer4.1.bn2.running_var"], file["layer4.1.bn2.running_var"])
     # checkpoint -> inference and export rebuild the architecture from its own weights, never the pretrained file
-    checkpoint = tmp_path / "timm.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
-                "pytorch-lightning_version": L.__version__}, checkpoint)
+    checkpoint = save_training_checkpoint(module, tmp_path / "timm.ckpt")
     weights.unlink()
     assert read_training_checkpoint(checkpoint).generator.encoder.backbone is not None
     info = export_generator(checkpoint, tmp_path / "export", onnx=False)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import save_training_checkpoint
 
 import faceswap_pl
 from faceswap_pl import Swapper
@@ -22,16 +23,11 @@ TINY = dict(backbone="unet", num_aad_blocks=1, image_size=64, width=0.125, d_ndf
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny untrained checkpoint, exported and registered as `tiny@champion` in a SQLite store."""
-    import lightning as L
-
     from faceswap_pl.training.module import FaceSwapModule
 
     root = tmp_path_factory.mktemp("api")
     torch.manual_seed(0)
-    module = FaceSwapModule(**TINY)
-    checkpoint = root / "tiny.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
-                "pytorch-lightning_version": L.__version__}, checkpoint)
+    checkpoint = save_training_checkpoint(FaceSwapModule(**TINY), root / "tiny.ckpt")
     uri = f"sqlite:///{root / 'mlruns.db'}"
     info = faceswap_pl.export_checkpoint(checkpoint, root / "export", register="tiny", tracking_uri=uri, onnx=False)
     return {"checkpoint": checkpoint, "export": root / "export", "uri": uri, "info": info, "root": root}

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import save_training_checkpoint
 
 from faceswap_pl.alignment import align_face
 from faceswap_pl.cli import main
@@ -23,17 +24,12 @@ TINY = dict(backbone="unet", num_aad_blocks=1, image_size=64, width=0.125, d_ndf
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained tiny generator as a training checkpoint and as an export (safetensors + ONNX)."""
-    import lightning as L
-
     from faceswap_pl.export import export_generator
     from faceswap_pl.training.module import FaceSwapModule
 
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    module = FaceSwapModule(**TINY)
-    checkpoint = root / "tiny.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
-                "pytorch-lightning_version": L.__version__}, checkpoint)
+    checkpoint = save_training_checkpoint(FaceSwapModule(**TINY), root / "tiny.ckpt")
     export_generator(checkpoint, root / "export")
     return {"checkpoint": checkpoint, "export": root / "export"}
 

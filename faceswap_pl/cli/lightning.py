@@ -87,23 +87,27 @@ def refuse_data_image_size(args) -> None:
                             f"model.image_size.")
 
 
+def _names_a_file(value: str) -> bool:
+    """A ``--config`` value that is a path or a shipped name, not inline YAML."""
+    return "\n" not in value and ": " not in value and not value.lstrip().startswith("{")
+
+
 def config_paths(argv: list[str]) -> list[str]:
     """The values of ``--config PATH`` / ``--config=PATH`` that name files (not inline YAML)."""
     values = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
     values += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-    return [value for value in values if "\n" not in value and ": " not in value and not value.lstrip().startswith("{")]
+    return [value for value in values if _names_a_file(value)]
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
     """``argv`` with each ``--config NAME`` of a shipped config (``ghost``, ``data/shards``) replaced by its file."""
-    out, after_flag = [], False
-    for arg in argv:
-        if after_flag:
-            arg = resolve_config(arg) if arg in config_paths(["--config", arg]) else arg
-        elif arg.startswith("--config=") and config_paths([arg]):
-            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
+    out = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--config" and _names_a_file(arg):
+            arg = resolve_config(arg)
+        elif arg.startswith("--config=") and _names_a_file(arg[len("--config="):]):
+            arg = "--config=" + resolve_config(arg[len("--config="):])
         out.append(arg)
-        after_flag = arg == "--config"
     return out
 
 

@@ -296,8 +296,8 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
             source = uri
         else:
             reference = uri[len("models:/"):].strip("/")
-            name, alias = reference.split("@", 1) if "@" in reference else (reference, None)
-            name, _, number = name.partition("/") if alias is None else (name, "", "")
+            name, _, alias = reference.partition("@")
+            name, _, number = (name, "", "") if alias else name.partition("/")
             if not name or not (alias or number):
                 raise FaceSwapError(f"Model URI {uri!r} names no version; use models:/NAME@ALIAS (e.g. "
                                     f"models:/demo-generator@champion) or models:/NAME/VERSION.")
