@@ -7,14 +7,19 @@ Two sides run the same iterations on the same batches and the same random weight
   options given on the command line (default: ``experiments/ghost.yaml``'s);
 * ``plain``: :class:`~faceswap_pl.ghost_reference.GhostReferenceLoop`, GHOST's train.py iteration in
   plain PyTorch (torch Adam, one backward per phase, the discriminator run twice on the swap, no memory
-  options).
+  options), in a process with the C library's default ``malloc``;
+* ``plain, freed memory retained``: the same loop after :func:`faceswap_pl.runtime.retain_freed_memory`
+  (what ``model.cpu_allocator=retain`` does in the framework), to show how much of the difference is that
+  process setting and how much the framework's step (``--no-plain-retained`` drops it);
+* ``--variant LABEL='{"option": value, ...}'`` (repeatable): more framework sides, each with these
+  FaceSwapModule options on top of ``--option``'s, for a per-option table.
 
-Each run is its own subprocess (so its peak RSS, ``ru_maxrss`` in GB = 10^9 bytes, is its own), and the
-sides alternate: plain, framework, plain, framework, ... for ``--rounds`` rounds, so that a shared
-machine's drift hits both alike. Per run the first ``--warmup`` iterations are dropped and the median of
-the rest is kept; the table gives each side's median over the rounds with its range, and the ratio of
-the medians (plain s/it / framework s/it: above 1 the framework is faster) with the range of the
-per-round ratios.
+Each run is its own subprocess (so its peak RSS, ``ru_maxrss`` in GB = 10^9 bytes, and its process settings
+are its own), and the sides alternate: plain, plain retained, framework, variants, plain, ... for
+``--rounds`` rounds, so that a shared machine's drift hits all alike. Per run the first ``--warmup``
+iterations are dropped and the median of the rest is kept; the table gives each side's median over the
+rounds with its range, and its speed against the plain loop (plain s/it / side s/it: above 1 is faster) with
+the range of the per-round ratios, and its peak RSS over the plain loop's.
 
 The default is GHOST's configuration: unet, 2 AAD blocks, 256 px, batch 2, fp32, ArcFace iresnet100
 (``Xs_orig`` at 224 px), adversarial + attribute + identity + reconstruction losses; ``--eye awing`` adds
@@ -24,6 +29,7 @@ the AWing eye loss (weight 800). ArcFace and AWing weights are random, saved in 
     python benchmarks/train_step.py --eye awing --rounds 3
     python benchmarks/train_step.py --option split_backward=true    # a framework option under test
     python benchmarks/train_step.py --option recompute_levels=0 --option step_in_backward=false
+    python benchmarks/train_step.py --variant 'system malloc={"cpu_allocator": "system"}'
 """
 
 from __future__ import annotations
@@ -94,9 +100,14 @@ def plain_loop(cfg: dict, files: dict[str, str]):
     return GhostReferenceLoop(G, D, arcface, fan, GhostWeights(eyes=EYE_WEIGHT if fan is not None else 0.0))
 
 
-def run_plain(cfg: dict, files: dict[str, str]) -> list[float]:
+def run_plain(cfg: dict, files: dict[str, str], retained: bool = False) -> list[float]:
     import torch
 
+    if retained:
+        from faceswap_pl.runtime import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("this C library has no mallopt: drop the retained plain side (--no-plain-retained)")
     loop = plain_loop(cfg, files)
     seconds = []
     for Xs_orig, Xs, Xt, same in torch.load(files["batches"], weights_only=True):
@@ -152,22 +163,34 @@ class IterationTimer(_callback_base()):
 
 
 def run_side(side: str, cfg: dict, files: dict[str, str]) -> dict:
-    seconds = (run_plain if side == "plain" else run_framework)(cfg, files)
+    if side.startswith("plain"):
+        seconds = run_plain(cfg, files, retained=side == PLAIN_RETAINED)
+    else:
+        seconds = run_framework(cfg, files)
     steady = seconds[cfg["warmup"]:]
     return {"side": side, "seconds": seconds, "median_s": statistics.median(steady),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
+PLAIN, PLAIN_RETAINED = "plain loop", "plain loop, freed memory retained"
+
+
 def _value(text: str):
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    import yaml
+
+    return yaml.safe_load(text)  # true -> True, 3 -> 3, [identity, eye] -> a list, text -> text
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    label, sep, options = text.partition("=")
+    try:
+        parsed = json.loads(options) if sep else None
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--variant {text!r}: the options after '=' are not JSON ({error})")
+    if not label or not isinstance(parsed, dict):
+        raise SystemExit(f"--variant {text!r}: write LABEL='{{\"option\": value}}', e.g. "
+                         f"'no recompute={{\"recompute_levels\": 0}}'")
+    return label, parsed
 
 
 def _spread(values: list[float]) -> str:
@@ -186,6 +209,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain/framework rounds (3)")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per run (3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first iterations per run (1)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
+                        help="another framework side with these options on top of --option's (repeatable)")
+    parser.add_argument("--no-plain-retained", action="store_true",
+                        help="leave out the plain loop run with freed memory retained")
     parser.add_argument("--json", action="store_true", help="also print every run's figures as JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,37 +226,46 @@ def main() -> None:
     for item in args.option:
         name, _, value = item.partition("=")
         options[name] = _value(value)
+    variants = dict(_variant(text) for text in args.variant)
     cfg = {"backbone": args.backbone, "blocks": args.blocks, "image_size": args.image_size, "batch": args.batch,
            "eye": args.eye, "iterations": args.iterations, "warmup": args.warmup, "options": options}
-    runs: dict[str, list[dict]] = {"plain": [], "framework": []}
+    sides = {PLAIN: (PLAIN, cfg)}
+    if not args.no_plain_retained:
+        sides[PLAIN_RETAINED] = (PLAIN_RETAINED, cfg)
+    sides["framework"] = ("framework", cfg)
+    for label, extra in variants.items():
+        sides[f"framework, {label}"] = ("framework", dict(cfg, options={**options, **extra}))
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:
         files = prepare(Path(tmp), cfg)
         for round_ in range(args.rounds):
-            for side in ("plain", "framework"):
+            for name, (side, side_cfg) in sides.items():
                 proc = subprocess.run([sys.executable, __file__, "--one",
-                                       json.dumps({"side": side, "cfg": cfg, "files": files})],
+                                       json.dumps({"side": side, "cfg": side_cfg, "files": files})],
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
-                    raise SystemExit(f"{side} run {round_} failed:\n{proc.stderr[-3000:]}")
-                runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                    raise SystemExit(f"{name} run {round_} failed:\n{proc.stderr[-3000:]}")
+                runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 if args.json:
-                    print(json.dumps(runs[side][-1]), flush=True)
-    plain = [r["median_s"] for r in runs["plain"]]
-    framework = [r["median_s"] for r in runs["framework"]]
-    ratios = [p / f for p, f in zip(plain, framework)]
-    rss = {side: statistics.median(r["peak_rss_gb"] for r in runs[side]) for side in runs}
+                    print(json.dumps({"name": name, **runs[name][-1]}), flush=True)
+    plain = [r["median_s"] for r in runs[PLAIN]]
+    plain_rss = statistics.median(r["peak_rss_gb"] for r in runs[PLAIN])
     described = ", ".join(f"{k}={v}" for k, v in options.items()) or "ghost.yaml's defaults"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32; {args.backbone}, {args.blocks} "
           f"AAD blocks, {args.image_size} px, batch {args.batch}, eye loss {args.eye}; framework options: {described}; "
           f"{args.rounds} alternating rounds of {args.warmup} warm-up + {args.iterations} timed iterations\n")
-    print("| side | s/it (median of rounds) | range | images/s | peak RSS GB |")
-    print("|---|---:|---:|---:|---:|")
-    for side, values in (("plain loop", plain), ("framework", framework)):
-        key = "plain" if side == "plain loop" else "framework"
-        print(f"| {side} | {statistics.median(values):.2f} | {_spread(values)} | "
-              f"{args.batch / statistics.median(values):.3f} | {rss[key]:.2f} |")
-    print(f"\nspeed, framework vs plain: {statistics.median(plain) / statistics.median(framework):.2f}x "
-          f"(per-round ratios {_spread(ratios)}); peak RSS framework / plain: {rss['framework'] / rss['plain']:.2f}")
+    print("| side | s/it (median of rounds) | range | images/s | speed vs plain loop (per-round range) "
+          "| peak RSS GB | RSS vs plain loop |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in sides:
+        values = [r["median_s"] for r in runs[name]]
+        ratios = [p / v for p, v in zip(plain, values)]
+        rss = statistics.median(r["peak_rss_gb"] for r in runs[name])
+        extra = variants.get(name.removeprefix("framework, "), {}) if name.startswith("framework, ") else {}
+        label = name + (f" (`{json.dumps(extra)}`)" if extra else "")
+        print(f"| {label} | {statistics.median(values):.2f} | {_spread(values)} | {args.batch / statistics.median(values):.3f} "
+              f"| {statistics.median(plain) / statistics.median(values):.2f}x ({_spread(ratios)}) | {rss:.2f} "
+              f"| {rss / plain_rss:.2f} |")
 
 
 if __name__ == "__main__":

@@ -245,6 +245,46 @@ def test_reordering_options_keep_parity_in_float64(tmp_path, tiny_files, option)
     assert_parity((recorder.terms, recorder.weights), reference, exact=False, atol=1e-6)
 
 
+class CheckpointCount:
+    """Counts the networks run through :func:`faceswap_pl.models.recompute.recomputed`'s checkpoint."""
+
+    def __init__(self, monkeypatch, keep_statistics: bool = True) -> None:
+        import contextlib
+
+        import faceswap_pl.models.recompute as recompute
+
+        self.calls = 0
+        original = recompute.checkpoint
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(recompute, "checkpoint", counted)
+        if not keep_statistics:
+            monkeypatch.setattr(recompute, "_statistics_kept", lambda layers: contextlib.nullcontext())
+
+
+def test_recomputed_networks_keep_parity(tmp_path, tiny_files, tiny_reference_with_eyes, monkeypatch):
+    # the attribute encoder (on X_t and on Y), ArcFace, the eye network and D on the swap all recomputed in the
+    # backward pass: every loss, weight and BatchNorm statistic bit for bit GHOST's
+    count = CheckpointCount(monkeypatch)
+    _, recorder = run_module(tmp_path, tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=800.0,
+                             recompute_networks=["encoder", "identity", "eye", "discriminator"])
+    assert count.calls == ITERATIONS * 5
+    assert_parity((recorder.terms, recorder.weights), tiny_reference_with_eyes)
+
+
+def test_recomputed_encoder_needs_its_batchnorm_statistics_put_back(tmp_path, tiny_files, tiny_reference,
+                                                                     monkeypatch):
+    # rerun in training mode, the encoder's BatchNorm layers would count every batch twice
+    CheckpointCount(monkeypatch, keep_statistics=False)
+    _, recorder = run_module(tmp_path, tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0,
+                             recompute_networks=["encoder"])
+    with pytest.raises(AssertionError, match="G differs|num_batches_tracked"):
+        assert_parity((recorder.terms, recorder.weights), tiny_reference)
+
+
 def test_discriminator_skip_rule_starts_at_20(tmp_path, tiny_files):
     # GHOST's running mean of L_adv starts at 20, so with discr_force D waits ~80 iterations for it to fall below 4
     reference = run_reference(tiny_files, tiny_files["batches"], TINY, "iresnet50", w_eye=0.0, d_skip_threshold=4.0)

@@ -36,6 +36,7 @@ from faceswap_pl.models.identity import create_identity_encoder
 from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict, read_torch_file
 from faceswap_pl.models.importers.ghost import describe_state_dict
 from faceswap_pl.runs import is_model_uri
+from faceswap_pl.runtime import retain_freed_memory
 
 #: hyper-parameters of checkpoints written before the GHOST conventions became options: how they trained
 LEGACY_CONVENTIONS = {"normalize_identity": True, "identity_resize": "antialias", "eye_reduction": "mean",
@@ -112,10 +113,14 @@ class SwapModel:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
-             identity_weights: str | None = None, tracking_uri: str | None = None) -> "SwapModel":
+             identity_weights: str | None = None, tracking_uri: str | None = None,
+             retain_memory: bool = True) -> "SwapModel":
         """Load a ``faceswap-pl fit`` checkpoint (.ckpt), a ``faceswap-pl export`` folder or a GHOST ``G_*.pth``,
         given by path or by MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``,
         looked up in ``tracking_uri``, default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns.db``).
+
+        On the CPU, ``retain_memory`` keeps freed memory in the process for the next batch
+        (:func:`faceswap_pl.runtime.retain_freed_memory`, process-wide): the same swaps, faster.
 
         Raises FaceSwapError subclasses with the fix: missing path, ONNX asked of a checkpoint, an identity encoder
         whose weights the user brings but did not pass, a URI the store does not know.
@@ -134,6 +139,8 @@ class SwapModel:
         if path.is_file() and backend != "torch":
             raise FaceSwapError(f"--backend {backend} needs an export folder with generator.onnx; export "
                                 f"{path} first with `faceswap-pl export --checkpoint {path} --out DIR`.")
+        if retain_memory and device.type == "cpu":
+            retain_freed_memory()
         if path.is_file() and path.suffix == ".ckpt":
             return _from_training_checkpoint(path, device, identity_weights)
         if path.is_file():

@@ -24,6 +24,7 @@ from faceswap_pl.errors import CheckpointMismatchError
 from faceswap_pl.models.aad import AADGenerator, generator_channels
 from faceswap_pl.models.attributes import create_attribute_encoder
 from faceswap_pl.models.importers.checkpoint import load_checkpoint_file, load_state_dict_strict
+from faceswap_pl.models.recompute import recomputed
 from faceswap_pl.models.sizing import IMAGE_SIZES, MAX_WIDTH
 
 
@@ -50,6 +51,10 @@ class AEINet(nn.Module):
         self.encoder = create_attribute_encoder(backbone, image_size=image_size, width=width, **(encoder_kwargs or {}))
         self.generator = AADGenerator(self.encoder.channels, id_dim=id_dim, num_aad_blocks=num_aad_blocks, width=width)
 
+    # Recompute the attribute encoder's activations in the backward pass instead of storing them (its outputs
+    # are kept): the same values, gradients and BatchNorm statistics (:func:`~faceswap_pl.models.recompute.recomputed`).
+    recompute_encoder: bool = False
+
     @property
     def id_dim(self) -> int:
         return self.generator.id_dim
@@ -60,10 +65,12 @@ class AEINet(nn.Module):
 
     def get_attr(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-level attributes of ``x (N, 3, S, S)``: log2(S) maps, coarsest first."""
+        if self.recompute_encoder:
+            return recomputed(self.encoder, self.encoder, x)
         return self.encoder(x)
 
     def forward(self, target: torch.Tensor, id_embedding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z_att = self.encoder(target)
+        z_att = self.get_attr(target)
         return self.generator(z_att, id_embedding), z_att
 
     @classmethod

@@ -28,7 +28,14 @@ from faceswap_pl.models.discriminator import MultiscaleDiscriminator
 from faceswap_pl.models.identity import IDENTITY_RESIZES, create_identity_encoder
 from faceswap_pl.models.importers.ghost import init_discriminator_from, init_generator_from
 from faceswap_pl.models.landmarks import create_landmark_model
+from faceswap_pl.models.recompute import recomputed
+from faceswap_pl.runtime import retain_freed_memory
 from faceswap_pl.training.optim import LeanAdam, make_adam
+
+
+#: the networks ``recompute_networks`` may name
+RECOMPUTABLE = ("encoder", "identity", "eye", "discriminator")
+CPU_ALLOCATORS = ("retain", "system")
 
 
 class TrainingDivergedError(FaceSwapError):
@@ -86,6 +93,15 @@ class FaceSwapModule(L.LightningModule):
             the backward pass instead of storing their activations (the same values and gradients;
             see :meth:`AADGenerator.set_recompute`); 0 turns it off. ``benchmarks/train_step.py
             --recompute-levels N`` measures the memory / time trade-off.
+        recompute_networks: networks whose activations are recomputed in the backward pass instead of stored,
+            each exact (the same values, gradients and BatchNorm statistics): ``encoder`` (the attribute encoder
+            on the target and on the swap; its outputs are kept), and the frozen heads on the swap in the
+            generator step: ``identity`` (its features), ``eye`` (the landmark model) and ``discriminator``
+            (the adversarial term). Each costs one more forward pass of that network per iteration;
+            ``benchmarks/train_step.py --variant`` measures what each saves.
+        cpu_allocator: ``retain`` keeps freed memory in the process for reuse instead of returning every large
+            block to the kernel (glibc's ``malloc``; on CPU runs, process-wide, see :mod:`faceswap_pl.runtime`);
+            ``system`` leaves the C library's defaults. The same numbers either way.
         split_backward: take the generator's gradient in pieces (each frozen head differentiated to the swap
             on its own, then one backward through the generator) and the discriminator's real and fake halves
             one after the other, so fewer graphs are alive at once. The same gradients added up in another
@@ -142,6 +158,8 @@ class FaceSwapModule(L.LightningModule):
         channels_last: bool = False,
         step_in_backward: bool = True,
         recompute_levels: int = 3,
+        recompute_networks: list[str] | tuple[str, ...] = (),
+        cpu_allocator: Literal["retain", "system"] = "retain",
         split_backward: bool = False,
         fused_adam: bool = False,
     ) -> None:
@@ -154,6 +172,7 @@ class FaceSwapModule(L.LightningModule):
         self.generator = AEINet(backbone, num_aad_blocks=num_aad_blocks, image_size=image_size, width=width,
                                 id_dim=id_dim, encoder_kwargs=backbone_kwargs)
         self.generator.generator.set_recompute(recompute_levels)
+        self.generator.recompute_encoder = "encoder" in recompute_networks
         self.discriminator = MultiscaleDiscriminator(ndf=d_ndf, n_layers=d_layers, num_scales=d_scales, norm=d_norm)
         self.generator_ema = _ema_copy(self.generator) if ema_decay is not None else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
@@ -237,13 +256,13 @@ class FaceSwapModule(L.LightningModule):
         Computed in GHOST's order (D(Y), ArcFace(Y), eye heatmaps, then the losses), so that one backward
         of their weighted sum (:meth:`weighted_generator_loss`) rounds as GHOST's train.py does.
         """
-        scores = self.discriminator(swap)
-        swap_identity = self.identity_features(swap)
+        scores = self._on_swap("discriminator", self.discriminator, swap)
+        swap_identity = self._on_swap("identity", self.identity_features, swap)
         eyes = None
         if self.hparams.w_eye > 0:
             with torch.no_grad():
                 target_eyes = self.eye.eye_features(batch["target"])
-            eyes = (self.eye.eye_features(swap), target_eyes)
+            eyes = (self._on_swap("eye", self.eye.eye_features, swap), target_eyes)
         terms = {"adv": losses.hinge_g_loss(scores, self._adv_eps()),
                  "id": losses.identity_loss(source_embedding, swap_identity)}
         terms.update(self._generator_own_losses(batch, swap, target_attributes))
@@ -265,15 +284,24 @@ class FaceSwapModule(L.LightningModule):
         (the discriminator, toggled off, and the frozen identity / eye networks): ``swap -> term``."""
         eps = self._adv_eps()
         heads: dict[str, Callable] = {
-            "adv": lambda swap: losses.hinge_g_loss(self.discriminator(swap), eps),
-            "id": lambda swap: losses.identity_loss(source_embedding, self.identity_features(swap)),
+            "adv": lambda swap: losses.hinge_g_loss(self._on_swap("discriminator", self.discriminator, swap), eps),
+            "id": lambda swap: losses.identity_loss(source_embedding,
+                                                    self._on_swap("identity", self.identity_features, swap)),
         }
         if self.hparams.w_eye > 0:
             with torch.no_grad():
                 target_eyes = self.eye.eye_features(batch["target"])
-            heads["eye"] = lambda swap: losses.eye_loss(self.eye.eye_features(swap), target_eyes,
-                                                        self.hparams.eye_reduction)
+            heads["eye"] = lambda swap: losses.eye_loss(self._on_swap("eye", self.eye.eye_features, swap),
+                                                        target_eyes, self.hparams.eye_reduction)
         return heads
+
+    def _on_swap(self, name: str, function: Callable, swap: torch.Tensor):
+        """``function(swap)`` for a frozen head of the generator step, recomputed in the backward pass when
+        ``recompute_networks`` names it."""
+        if name not in self.hparams.recompute_networks:
+            return function(swap)
+        network = {"discriminator": self.discriminator, "identity": self.identity, "eye": self.eye}[name]
+        return recomputed(network, function, swap)
 
     def _adv_eps(self) -> float:
         return losses.GHOST_ADV_EPS if self.hparams.loss_denominators == "ghost" else 0.0
@@ -503,6 +531,9 @@ class FaceSwapModule(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=swap.shape[0])
 
     def setup(self, stage: str) -> None:
+        if self.hparams.cpu_allocator == "retain" and self.trainer.strategy.root_device.type == "cpu":
+            if retain_freed_memory():
+                rank_zero_info("CPU memory: freed blocks are kept for reuse (model.cpu_allocator=retain).")
         datamodule = getattr(self.trainer, "datamodule", None)
         describe = getattr(datamodule, "precomputed_embeddings", None)
         if callable(describe):
@@ -576,6 +607,13 @@ def _check_options(hp) -> None:
                           ("loss_denominators", ("ghost", "mean"))):
         if hp[name] not in choices:
             raise ModelOptionError(f"model.{name} must be one of {', '.join(choices)}, got {hp[name]!r}.")
+    unknown = [name for name in hp.recompute_networks if name not in RECOMPUTABLE]
+    if isinstance(hp.recompute_networks, str) or unknown:
+        raise ModelOptionError(f"model.recompute_networks must be a list of {', '.join(RECOMPUTABLE)}, got "
+                               f"{hp.recompute_networks!r}.")
+    if hp.cpu_allocator not in CPU_ALLOCATORS:
+        raise ModelOptionError(f"model.cpu_allocator must be one of {', '.join(CPU_ALLOCATORS)}, got "
+                               f"{hp.cpu_allocator!r}.")
     if hp.max_nonfinite < 1:
         raise ModelOptionError(f"model.max_nonfinite must be >= 1, got {hp.max_nonfinite}.")
     if hp.ema_decay is not None and not 0.0 < hp.ema_decay < 1.0:
