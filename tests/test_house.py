@@ -20,7 +20,7 @@ PACKAGES = ("faceswap_pl", "data_pipelines")
 
 #: the floors of docs/architecture.md: a module may import from its own package and from lower floors only
 FLOORS = {
-    "faceswap_pl.errors": 0, "faceswap_pl.version": 0,
+    "faceswap_pl.errors": 0, "faceswap_pl.version": 0, "faceswap_pl.runtime": 0,
     **{f"faceswap_pl.{name}": 1 for name in ("alignment", "argtypes", "configs", "console", "files", "imageio", "registry",
                                               "stats", "visual")},
     "faceswap_pl.zoo": 2,

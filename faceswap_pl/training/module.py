@@ -32,7 +32,6 @@ from faceswap_pl.models.recompute import recomputed
 from faceswap_pl.runtime import retain_freed_memory
 from faceswap_pl.training.optim import LeanAdam, make_adam
 
-
 #: the networks ``recompute_networks`` may name
 RECOMPUTABLE = ("encoder", "identity", "eye", "discriminator")
 CPU_ALLOCATORS = ("retain", "system")
