@@ -34,6 +34,7 @@ from faceswap_pl.training.optim import LeanAdam, make_adam
 
 #: the networks ``recompute_networks`` may name
 RECOMPUTABLE = ("encoder", "identity", "eye", "discriminator")
+Recomputable = Literal["encoder", "identity", "eye", "discriminator"]
 CPU_ALLOCATORS = ("retain", "system")
 
 
@@ -90,8 +91,8 @@ class FaceSwapModule(L.LightningModule):
             callbacks then see no generator gradients in ``on_before_optimizer_step``.
         recompute_levels: recompute the AAD layers of this many highest-resolution generator blocks in
             the backward pass instead of storing their activations (the same values and gradients;
-            see :meth:`AADGenerator.set_recompute`); 0 turns it off. ``benchmarks/train_step.py
-            --recompute-levels N`` measures the memory / time trade-off.
+            see :meth:`AADGenerator.set_recompute`); 0 turns it off. ``benchmarks/train_step.py --variant
+            'LABEL={"recompute_levels": N}'`` measures the memory / time trade-off.
         recompute_networks: networks whose activations are recomputed in the backward pass instead of stored,
             each exact (the same values, gradients and BatchNorm statistics): ``encoder`` (the attribute encoder
             on the target and on the swap; its outputs are kept), and the frozen heads on the swap in the
@@ -157,7 +158,7 @@ class FaceSwapModule(L.LightningModule):
         channels_last: bool = False,
         step_in_backward: bool = True,
         recompute_levels: int = 3,
-        recompute_networks: list[str] | tuple[str, ...] = (),
+        recompute_networks: list[Recomputable] | tuple[Recomputable, ...] = (),
         cpu_allocator: Literal["retain", "system"] = "retain",
         split_backward: bool = False,
         fused_adam: bool = False,
