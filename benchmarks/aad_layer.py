@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from faceswap_pl.models.aad import AADLayer
 from faceswap_pl.runtime import retain_freed_memory
 
-
-def _timed(step, calls: int) -> float:
-    step()
-    seconds = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference import _timed  # noqa: E402 - the benchmark next door times its calls the same way
 
 
 def main() -> None:
@@ -77,7 +72,7 @@ def main() -> None:
     medians: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, step in variants.items():
-            medians[name].append(_timed(step, args.calls))
+            medians[name].append(_timed(step, args.calls, warmup=1))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32; AAD layer {args.channels} channels, "
           f"{args.attribute_channels} attribute channels, {args.size} px, batch {args.batch}; {args.rounds} alternating "

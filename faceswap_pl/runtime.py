@@ -4,7 +4,7 @@
 with use to at most 32 MiB) with a fresh ``mmap`` and gives it back to the kernel on ``free``. A GHOST-size
 step allocates and frees gigabytes of such blocks (a 64-channel 256-px activation at batch 2 is 33.5 MB), so
 the kernel zeroes and maps every page again each time: on a 2-core machine the plain loop spends about a
-third of its time in these page faults (``benchmarks/train_step.py`` measures it). Raising the thresholds
+third of its time in these page faults (``benchmarks/profile_step.py`` counts them). Raising the thresholds
 keeps freed memory in the process's heap for the next allocation. The values computed are the same; the
 process's peak resident memory can grow by what the heap cannot reuse (measured beside the speed).
 """

@@ -22,16 +22,14 @@ def _training_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchN
 
 @contextmanager
 def _statistics_kept(layers: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
-    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
-             for m in layers]
+    buffers = [b for m in layers for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
         with torch.no_grad():
-            for m, values in zip(layers, saved):
-                for buffer, value in zip((b for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-                                          if b is not None), values):
-                    buffer.copy_(value)
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
 
 
 def recomputed(module: nn.Module, function: Callable, *inputs: torch.Tensor):
@@ -40,6 +38,5 @@ def recomputed(module: nn.Module, function: Callable, *inputs: torch.Tensor):
     if not torch.is_grad_enabled():
         return function(*inputs)
     layers = _training_batchnorms(module)
-    contexts = (lambda: (nullcontext(), _statistics_kept(layers))) if layers else None
-    kwargs = {"context_fn": contexts} if contexts is not None else {}
+    kwargs = {"context_fn": lambda: (nullcontext(), _statistics_kept(layers))} if layers else {}
     return checkpoint(function, *inputs, use_reentrant=False, preserve_rng_state=True, **kwargs)
